@@ -1,0 +1,27 @@
+#include "annals/actors/system.hpp"
+
+#include <algorithm>
+#include <thread>
+
+#include <caf/atom.hpp>
+
+#include "annals/error.hpp"
+#include "annals/persistence/journal.hpp"
+
+namespace annals::actors {
+
+void configure(caf::actor_system_config& cfg) {
+  auto cores = std::max(1u, std::thread::hardware_concurrency());
+  cfg.set("scheduler.max-threads", static_cast<std::size_t>(cores));
+  auto renderer = [](std::uint8_t code, caf::atom_value category, const caf::message& ctx) {
+    caf::error err{code, category, ctx};
+    return annals::render(err);
+  };
+  // Touch the categories so that their code names are registered before first use.
+  (void) make_error(errc::handler_failed);
+  (void) make_error(persistence::journal_errc::conflict);
+  cfg.add_error_category(caf::atom("annals"), renderer);
+  cfg.add_error_category(caf::atom("journal"), renderer);
+}
+
+} // namespace annals::actors

@@ -1,0 +1,12 @@
+# annals_configure_target(<target>): warnings and sanitizers for annals' own targets.
+# Nothing here leaks into the usage requirements that consumers inherit.
+function(annals_configure_target target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -pedantic -Wshadow)
+  if(ANNALS_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  if(ANNALS_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=${ANNALS_SANITIZE} -fno-omit-frame-pointer)
+    target_link_options(${target} PRIVATE -fsanitize=${ANNALS_SANITIZE})
+  endif()
+endfunction()
