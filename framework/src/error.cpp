@@ -83,3 +83,19 @@ const char* rejected::what() const noexcept {
 }
 
 } // namespace annals
+
+namespace annals::detail {
+
+caf::error current_exception_to_error() noexcept {
+  try {
+    throw;
+  } catch (const rejected& r) {
+    return r.error();
+  } catch (const std::exception& e) {
+    return make_error(errc::handler_failed, e.what());
+  } catch (...) {
+    return make_error(errc::handler_failed, "a handler threw a non-standard exception");
+  }
+}
+
+} // namespace annals::detail
