@@ -18,8 +18,8 @@ void configure(caf::actor_system_config& cfg) {
     return annals::render(err);
   };
   // Touch the categories so that their code names are registered before first use.
-  (void) make_error(errc::handler_failed);
-  (void) make_error(persistence::journal_errc::conflict);
+  (void)make_error(errc::handler_failed);
+  (void)make_error(persistence::journal_errc::conflict);
   cfg.add_error_category(caf::atom("annals"), renderer);
   cfg.add_error_category(caf::atom("journal"), renderer);
 }

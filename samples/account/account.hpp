@@ -50,18 +50,17 @@ BOOST_DESCRIBE_STRUCT(withdrawn, (), (cents))
 BOOST_DESCRIBE_STRUCT(closed, (), ())
 
 enum class account_errc : std::uint8_t {
-  not_found = 1,       // no account was opened under this id
-  already_exists,      // open on an account that exists
-  invalid_amount,      // an amount <= 0
-  insufficient_funds,  // a withdrawal beyond the balance
-  account_closed,      // a command on a closed account
-  amount_overflow,     // the balance would leave the range of 64-bit cents
-  invalid_owner,       // an empty owner name
-  balance_not_zero,    // close with money left on the account
+  not_found = 1,      // no account was opened under this id
+  already_exists,     // open on an account that exists
+  invalid_amount,     // an amount <= 0
+  insufficient_funds, // a withdrawal beyond the balance
+  account_closed,     // a command on a closed account
+  amount_overflow,    // the balance would leave the range of 64-bit cents
+  invalid_owner,      // an empty owner name
+  balance_not_zero,   // close with money left on the account
 };
-BOOST_DESCRIBE_ENUM(account_errc, not_found, already_exists, invalid_amount,
-                    insufficient_funds, account_closed, amount_overflow, invalid_owner,
-                    balance_not_zero)
+BOOST_DESCRIBE_ENUM(account_errc, not_found, already_exists, invalid_amount, insufficient_funds,
+                    account_closed, amount_overflow, invalid_owner, balance_not_zero)
 constexpr std::string_view error_category(account_errc) {
   return "bank";
 }

@@ -36,7 +36,6 @@ int main() {
   show("close with money left", kit.when(bank::close{}));
   std::cout << "journal holds " << kit.journal().size() << " events; replaying them...\n";
   kit.restart();
-  std::cout << "  replayed balance " << kit.state().balance
-            << " cents, equal to the live state\n";
+  std::cout << "  replayed balance " << kit.state().balance << " cents, equal to the live state\n";
   return 0;
 }

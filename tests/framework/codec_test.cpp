@@ -30,8 +30,7 @@ BOOST_DESCRIBE_STRUCT(goal_scored, (), (player, minute))
 struct card_shown {
   static constexpr auto name = "test.card_shown";
   static constexpr std::uint32_t version = 3;
-  static void v1_to_v2(boost::json::object&) {
-  }
+  static void v1_to_v2(boost::json::object&) {}
   static constexpr annals::upcaster upcasters[] = {{1, &v1_to_v2}};
   std::string player;
 };

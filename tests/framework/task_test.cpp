@@ -31,8 +31,7 @@ annals::task<int> awaits_child(bool* started) {
 
 struct destruction_counter {
   int* count;
-  explicit destruction_counter(int* c) : count(c) {
-  }
+  explicit destruction_counter(int* c) : count(c) {}
   destruction_counter(const destruction_counter&) = delete;
   ~destruction_counter() {
     ++*count;
@@ -92,7 +91,7 @@ TEST_CASE("a command taken by value survives the handler's suspension", "[task][
   auto run = annals::command_run<std::string>::start(nb, fx::note{*text});
   REQUIRE_FALSE(run.done());
   REQUIRE(port.pending != nullptr);
-  text.reset(); // the caller's copy is gone while the handler is suspended
+  text.reset();                    // the caller's copy is gone while the handler is suspended
   CHECK(nb.state().notes.empty()); // nothing applied before the commit
   port.commit();
   REQUIRE(run.done());
@@ -132,8 +131,7 @@ TEST_CASE("a handler that persists twice suspends twice and sees both events", "
   CHECK(port.committed.size() == 2);
 }
 
-TEST_CASE("abandoning a suspended handler destroys its frame without resuming it",
-          "[persist]") {
+TEST_CASE("abandoning a suspended handler destroys its frame without resuming it", "[persist]") {
   struct guarded : annals::aggregate<fx::notebook_state, fx::noted, fx::counted> {
     int* destroyed;
     bool* resumed;

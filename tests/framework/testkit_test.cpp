@@ -118,8 +118,8 @@ TEST_CASE("a failed persist stores nothing, applies nothing and replies with the
 TEST_CASE("restart rebuilds the live state by replaying the stored events", "[testkit]") {
   annals::testkit<fx::notebook> kit;
   kit.given(fx::noted{"a"});
-  (void) kit.when(fx::note_twice{"b", "c"});
-  (void) kit.when(fx::add{4});
+  (void)kit.when(fx::note_twice{"b", "c"});
+  (void)kit.when(fx::add{4});
   auto before = kit.state();
   kit.restart();
   CHECK(kit.state() == before);
@@ -137,7 +137,7 @@ TEST_CASE("a codec that loses a field fails the test", "[testkit][codec]") {
 
 TEST_CASE("restart fails when replay does not rebuild the live state", "[testkit]") {
   annals::testkit<lossy::clock> kit;
-  (void) kit.when(lossy::tick{});
-  (void) kit.when(lossy::tick{});
+  (void)kit.when(lossy::tick{});
+  (void)kit.when(lossy::tick{});
   CHECK_THROWS_WITH(kit.restart(), Catch::Contains("differs from the live state"));
 }

@@ -43,8 +43,8 @@ TEST_CASE("an account refuses an overdraft", "[account]") {
 TEST_CASE("amounts must be positive", "[account]") {
   kit_type kit;
   kit.given(bank::opened{"Ada"}, bank::deposited{100});
-  for (std::int64_t bad : {std::int64_t{0}, std::int64_t{-1},
-                           std::numeric_limits<std::int64_t>::min()}) {
+  for (std::int64_t bad :
+       {std::int64_t{0}, std::int64_t{-1}, std::numeric_limits<std::int64_t>::min()}) {
     CHECK(annals::is(kit.when(bank::deposit{bad}).error(), account_errc::invalid_amount));
     CHECK(annals::is(kit.when(bank::withdraw{bad}).error(), account_errc::invalid_amount));
   }
@@ -73,7 +73,7 @@ TEST_CASE("a closed account takes no more deposits or withdrawals", "[account]")
   kit_type kit;
   kit.given(bank::opened{"Ada"}, bank::deposited{100});
   CHECK(annals::is(kit.when(bank::close{}).error(), account_errc::balance_not_zero));
-  (void) kit.when(bank::withdraw{100});
+  (void)kit.when(bank::withdraw{100});
   auto out = kit.when(bank::close{});
   REQUIRE(out.reply);
   CHECK(out.state.status == bank::account_status::closed);

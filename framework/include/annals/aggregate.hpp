@@ -125,8 +125,7 @@ class persist_awaiter final : public pending_persist {
 public:
   template <class... Args>
   persist_awaiter(Agg& agg, persist_port* port, Args&&... args)
-    : agg_(agg), port_(port), typed_(std::forward<Args>(args)...) {
-  }
+    : agg_(agg), port_(port), typed_(std::forward<Args>(args)...) {}
 
   bool await_ready() const noexcept {
     return false;
@@ -144,12 +143,10 @@ public:
     return port_->begin(*this);
   }
 
-  void await_resume() const noexcept {
-  }
+  void await_resume() const noexcept {}
 
   void apply() override {
-    std::apply([this](const auto&... e) { (aggregate_access::state(agg_).apply(e), ...); },
-               typed_);
+    std::apply([this](const auto&... e) { (aggregate_access::state(agg_).apply(e), ...); }, typed_);
   }
 
 private:
@@ -162,8 +159,7 @@ private:
                        + render(back.error()) + "\n";
     } else if (!structurally_equal(*back, e)) {
       codec_failure += std::string{E::name} + " changes in its JSON round trip: encoded as "
-                       + enc.payload + ", decoded back as " + type_codec<E>::to_json(*back)
-                       + "\n";
+                       + enc.payload + ", decoded back as " + type_codec<E>::to_json(*back) + "\n";
     }
   }
 
@@ -173,7 +169,9 @@ private:
 };
 
 template <class S, class E>
-concept applies = requires(S& s, const E& e) { s.apply(e); };
+concept applies = requires(S& s, const E& e) {
+  s.apply(e);
+};
 
 template <class T, class... Ts>
 inline constexpr bool one_of = (std::is_same_v<T, Ts> || ...);
@@ -201,8 +199,8 @@ protected:
   /// Writes `events` atomically (all or none) and applies them to the state; see the
   /// file comment. Must be awaited: `co_await persist(e1, e2);`.
   template <class... Es>
-    requires(sizeof...(Es) > 0 && (detail::one_of<std::decay_t<Es>, Events...> && ...))
-  [[nodiscard]] detail::persist_awaiter<aggregate, std::decay_t<Es>...> persist(Es&&... events) {
+  requires(sizeof...(Es) > 0 && (detail::one_of<std::decay_t<Es>, Events...> && ...))
+    [[nodiscard]] detail::persist_awaiter<aggregate, std::decay_t<Es>...> persist(Es&&... events) {
     return {*this, port_, std::forward<Es>(events)...};
   }
 
@@ -224,7 +222,9 @@ concept aggregate_type = requires(A& a) {
 
 /// Satisfied if aggregate `A` has a handler for command `C`.
 template <class A, class C>
-concept handles = requires(A& a, C c) { a.handle(std::move(c)); };
+concept handles = requires(A& a, C c) {
+  a.handle(std::move(c));
+};
 
 namespace detail {
 
@@ -247,8 +247,8 @@ struct reply_traits<caf::expected<T>> {
 
 /// The reply type of `A`'s handler for `C` (the `T` of `task<T>` or `caf::expected<T>`).
 template <class A, class C>
-using reply_t = typename detail::reply_traits<decltype(std::declval<A&>().handle(
-  std::declval<C>()))>::type;
+using reply_t =
+  typename detail::reply_traits<decltype(std::declval<A&>().handle(std::declval<C>()))>::type;
 
 /// One command in progress on one aggregate: a plain handler finishes at once; a
 /// coroutine handler may suspend in `persist`. The owner checks `done()` after each

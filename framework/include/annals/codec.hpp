@@ -18,8 +18,8 @@
 /// ```
 
 #include <array>
-#include <span>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -62,8 +62,7 @@ template <class T>
 caf::expected<T> from_json(std::string_view name, const boost::json::value& jv) {
   auto res = boost::json::try_value_to<T>(jv);
   if (!res)
-    return make_error(errc::decode_failed, std::string{name} + ": "
-                                             + res.error().message());
+    return make_error(errc::decode_failed, std::string{name} + ": " + res.error().message());
   return std::move(*res);
 }
 
@@ -95,8 +94,8 @@ struct type_codec {
   }
 
   static caf::expected<T> from_json(std::uint32_t stored_version, std::string_view payload) {
-    auto jv = detail::parse_and_upcast(name(), stored_version, version(), upcasters_of<T>(),
-                                       payload);
+    auto jv =
+      detail::parse_and_upcast(name(), stored_version, version(), upcasters_of<T>(), payload);
     if (!jv)
       return std::move(jv.error());
     return detail::from_json<T>(name(), *jv);
@@ -119,10 +118,9 @@ public:
   }
 
   template <class E>
-    requires(std::is_same_v<E, Events> || ...)
-  static encoded_event encode(const E& e) {
-    return encoded_event{std::string{E::name}, schema_version<E>(),
-                         type_codec<E>::to_json(e), tags_of<E>()};
+  requires(std::is_same_v<E, Events> || ...) static encoded_event encode(const E& e) {
+    return encoded_event{std::string{E::name}, schema_version<E>(), type_codec<E>::to_json(e),
+                         tags_of<E>()};
   }
 
   static encoded_event encode(const event_type& e) {
@@ -134,9 +132,8 @@ public:
                                           std::string_view payload) {
     caf::expected<event_type> result{
       make_error(errc::unknown_event, "unknown event type '" + std::string{name} + "'")};
-    (void) ((name == Events::name ? (result = decode_as<Events>(version, payload), true)
-                                  : false)
-            || ...);
+    (void)((name == Events::name ? (result = decode_as<Events>(version, payload), true) : false)
+           || ...);
     return result;
   }
 

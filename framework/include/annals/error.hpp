@@ -27,8 +27,8 @@
 #include <type_traits>
 
 #include <boost/describe/enum.hpp>
-#include <boost/describe/enumerators.hpp>
 #include <boost/describe/enum_to_string.hpp>
+#include <boost/describe/enumerators.hpp>
 #include <caf/error.hpp>
 #include <caf/make_message.hpp>
 
@@ -36,23 +36,25 @@ namespace annals {
 
 /// Errors raised by the framework itself (category `annals`).
 enum class errc : std::uint8_t {
-  handler_failed = 1,    ///< a command handler threw an exception
-  decode_failed,         ///< stored JSON did not decode into the registered type
-  unknown_event,         ///< a stored event name is not registered for the aggregate
-  newer_version,         ///< stored data was written by a newer schema version
-  duplicate_event_name,  ///< two event types registered under one name
-  upcaster_gap,          ///< an upcaster chain is missing a step
-  state_mismatch,        ///< replayed state differs from the live state
-  timeout,               ///< a bounded wait ran out
-  unknown_command,       ///< no handler accepts the command
-  invalid_argument,      ///< a request was malformed
+  handler_failed = 1,   ///< a command handler threw an exception
+  decode_failed,        ///< stored JSON did not decode into the registered type
+  unknown_event,        ///< a stored event name is not registered for the aggregate
+  newer_version,        ///< stored data was written by a newer schema version
+  duplicate_event_name, ///< two event types registered under one name
+  upcaster_gap,         ///< an upcaster chain is missing a step
+  state_mismatch,       ///< replayed state differs from the live state
+  timeout,              ///< a bounded wait ran out
+  unknown_command,      ///< no handler accepts the command
+  invalid_argument,     ///< a request was malformed
 };
 BOOST_DESCRIBE_ENUM(errc, handler_failed, decode_failed, unknown_event, newer_version,
-                    duplicate_event_name, upcaster_gap, state_mismatch, timeout,
-                    unknown_command, invalid_argument)
+                    duplicate_event_name, upcaster_gap, state_mismatch, timeout, unknown_command,
+                    invalid_argument)
 
 /// ADL hook naming the category of `annals::errc`.
-constexpr std::string_view error_category(errc) { return "annals"; }
+constexpr std::string_view error_category(errc) {
+  return "annals";
+}
 
 /// Satisfied by enums that declare an `error_category(E)` function found by ADL.
 template <class E>
@@ -93,9 +95,9 @@ concept has_error_message = requires(E e) {
 /// The enum's category is registered for rendering on first use.
 template <error_enum E>
 caf::error make_error(E e, std::string context = {}) {
-  static const bool registered = detail::register_error_category(
-    error_category(e), &detail::render_code<E>);
-  (void) registered;
+  static const bool registered =
+    detail::register_error_category(error_category(e), &detail::render_code<E>);
+  (void)registered;
   auto category = caf::atom_from_string(error_category(e));
   if constexpr (detail::has_error_message<E>) {
     if (context.empty())
@@ -103,8 +105,7 @@ caf::error make_error(E e, std::string context = {}) {
   }
   if (context.empty())
     return caf::error{static_cast<std::uint8_t>(e), category};
-  return caf::error{static_cast<std::uint8_t>(e), category,
-                    caf::make_message(std::move(context))};
+  return caf::error{static_cast<std::uint8_t>(e), category, caf::make_message(std::move(context))};
 }
 
 /// True if `err` holds `e` (same category and code).
@@ -133,11 +134,8 @@ std::string render(const caf::error& err);
 class rejected : public std::exception {
 public:
   template <error_enum E>
-  explicit rejected(E e, std::string context = {})
-    : error_(make_error(e, std::move(context))) {
-  }
-  explicit rejected(caf::error err) : error_(std::move(err)) {
-  }
+  explicit rejected(E e, std::string context = {}) : error_(make_error(e, std::move(context))) {}
+  explicit rejected(caf::error err) : error_(std::move(err)) {}
   const caf::error& error() const noexcept {
     return error_;
   }

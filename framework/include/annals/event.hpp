@@ -75,8 +75,8 @@ std::vector<std::string> tags_of() {
 
 /// Who caused an event; stored with every event of one write.
 struct event_metadata {
-  std::string command_id;      ///< idempotency key of the command, if any
-  std::string correlation_id;  ///< ties together the events of one business process
+  std::string command_id;     ///< idempotency key of the command, if any
+  std::string correlation_id; ///< ties together the events of one business process
 
   friend bool operator==(const event_metadata&, const event_metadata&) = default;
 };
@@ -85,8 +85,8 @@ struct event_metadata {
 struct encoded_event {
   std::string name;
   std::uint32_t version = 1;
-  std::string payload;            ///< JSON text
-  std::vector<std::string> tags;  ///< tags the journal indexes for tagged reads
+  std::string payload;           ///< JSON text
+  std::vector<std::string> tags; ///< tags the journal indexes for tagged reads
 
   friend bool operator==(const encoded_event&, const encoded_event&) = default;
 };

@@ -61,8 +61,7 @@ public:
         return next;
       return std::noop_coroutine();
     }
-    void await_resume() const noexcept {
-    }
+    void await_resume() const noexcept {}
   };
 
   final_awaiter final_suspend() const noexcept {
@@ -128,8 +127,7 @@ class promise<void> : public promise_base {
 public:
   task<void> get_return_object() noexcept;
 
-  void return_void() noexcept {
-  }
+  void return_void() noexcept {}
 
   caf::expected<void> take_result() {
     if (error_)
@@ -150,11 +148,9 @@ public:
 
   task() noexcept = default;
 
-  explicit task(handle_type h) noexcept : handle_(h) {
-  }
+  explicit task(handle_type h) noexcept : handle_(h) {}
 
-  task(task&& other) noexcept : handle_(std::exchange(other.handle_, {})) {
-  }
+  task(task&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
 
   task& operator=(task&& other) noexcept {
     if (this != &other) {

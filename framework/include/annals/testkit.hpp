@@ -45,9 +45,9 @@ public:
 /// What one command did.
 template <class T, class Event, class State>
 struct outcome {
-  std::vector<Event> events;  ///< the events persisted, in order (decoded from their JSON)
-  caf::expected<T> reply;     ///< the handler's value or error
-  State state;                ///< the state after the command
+  std::vector<Event> events; ///< the events persisted, in order (decoded from their JSON)
+  caf::expected<T> reply;    ///< the handler's value or error
+  State state;               ///< the state after the command
 
   /// The `i`-th persisted event as `E`; throws `testkit_failure` if it is another type.
   template <class E>
@@ -95,8 +95,7 @@ public:
 
   /// Runs one command and returns what it did.
   template <class C>
-    requires handles<A, C>
-  outcome<reply_t<A, C>, event_type, state_type> when(C cmd) {
+  requires handles<A, C> outcome<reply_t<A, C>, event_type, state_type> when(C cmd) {
     using reply_type = reply_t<A, C>;
     port_.persisted.clear();
     auto run = command_run<reply_type>::start(aggregate_, std::move(cmd));
@@ -158,8 +157,7 @@ public:
 private:
   class port final : public persist_port {
   public:
-    explicit port(testkit& kit) : kit_(kit) {
-    }
+    explicit port(testkit& kit) : kit_(kit) {}
 
     bool verify_codec() const noexcept override {
       return true;
@@ -195,9 +193,8 @@ private:
     auto enc = codec_type::encode(e);
     auto back = decode_or_throw(enc);
     if (!detail::structurally_equal(back, e))
-      throw testkit_failure{"event " + enc.name + " changes in its JSON round trip: "
-                            + enc.payload + " decodes to "
-                            + codec_type::encode(back).payload};
+      throw testkit_failure{"event " + enc.name + " changes in its JSON round trip: " + enc.payload
+                            + " decodes to " + codec_type::encode(back).payload};
     journal_.push_back(enc);
     aggregate_access::apply(aggregate_, back);
   }
@@ -212,8 +209,8 @@ private:
 
   static std::string describe_states(const state_type& replayed, const state_type& live) {
     if constexpr (boost::json::has_value_from<state_type>::value) {
-      return ": replayed " + boost::json::serialize(boost::json::value_from(replayed))
-             + ", live " + boost::json::serialize(boost::json::value_from(live));
+      return ": replayed " + boost::json::serialize(boost::json::value_from(replayed)) + ", live "
+             + boost::json::serialize(boost::json::value_from(live));
     } else {
       return {};
     }

@@ -34,9 +34,8 @@ bool structurally_equal(const T& a, const T& b) {
   } else if constexpr (boost::describe::has_describe_members<T>::value) {
     using members = boost::describe::describe_members<T, boost::describe::mod_public>;
     bool eq = true;
-    boost::mp11::mp_for_each<members>([&](auto m) {
-      eq = eq && structurally_equal(a.*m.pointer, b.*m.pointer);
-    });
+    boost::mp11::mp_for_each<members>(
+      [&](auto m) { eq = eq && structurally_equal(a.*m.pointer, b.*m.pointer); });
     return eq;
   } else {
     return boost::json::value_from(a) == boost::json::value_from(b);
