@@ -1,0 +1,181 @@
+#pragma once
+
+/// @file
+/// The journal contract on one SQLite file, with group commit, and a snapshot store in
+/// the same file.
+///
+/// ```cpp
+/// using namespace annals::persistence;
+/// auto journal = sqlite_journal::open({.path = "bank.journal",
+///                                      .durability = durability_level::full});
+/// if (!journal)
+///   return fail(annals::render(journal.error()));  // e.g. journal.not_a_journal: ...
+/// (*journal)->append(std::move(req), [](caf::expected<append_result> res) { ... });
+/// auto snapshots = (*journal)->snapshots();
+/// ```
+///
+/// How it works (docs/journal.md has the details and the measured figures):
+/// - **One writer thread** with its own connection takes every append that is waiting when
+///   it becomes free and writes them in one transaction (group commit: one fsync for the
+///   batch). Each append inside the batch is atomic on its own (a savepoint): a conflict or
+///   a failure rolls back that append alone. Completion callbacks and commit listeners then
+///   run on the writer thread, listeners first.
+/// - **Reader threads** with their own connections serve all reads, so replay and
+///   projections never stall writes and no caller ever blocks on SQLite I/O.
+/// - The file is an annals journal only if its `application_id` says so; a file that is
+///   not one, or one with a newer schema version, is refused without writing to it.
+/// - UPDATE and DELETE on the event tables are refused by triggers inside the file.
+/// - Errors: SQLITE_FULL becomes `journal_errc::disk_full`, SQLITE_READONLY becomes
+///   `journal_errc::read_only`, a duplicate (persistence id, seq) becomes
+///   `journal_errc::conflict`, anything else `journal_errc::storage_error`; the context
+///   names the file, the persistence id and SQLite's own message.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "annals/persistence/journal.hpp"
+
+namespace annals::persistence {
+
+/// What an acknowledged append survives.
+enum class durability_level : std::uint8_t {
+  /// `synchronous=FULL`: the WAL is fsynced before an append is acknowledged, so an
+  /// acknowledged event survives power loss.
+  full,
+  /// `synchronous=NORMAL`: survives a crash of the process; a power loss may drop the most
+  /// recently acknowledged commits (never corrupts the file).
+  normal,
+};
+
+/// Options of `sqlite_journal::open`; meant for designated initializers.
+struct sqlite_options {
+  /// The journal file; created (with its schema) if it does not exist.
+  std::string path;
+  /// See `durability_level`.
+  durability_level durability = durability_level::full;
+  /// Most appends and snapshot saves written in one transaction.
+  std::size_t max_batch = 4096;
+  /// Reader threads, each with its own connection.
+  std::size_t readers = 1;
+  /// Refuse to open a file that does not exist yet instead of creating it.
+  bool must_exist = false;
+  /// How long the writer waits for another process's write transaction to end.
+  std::chrono::milliseconds busy_timeout{10'000};
+  /// Snapshots kept per persistence id by `snapshots()` (at least 1).
+  std::size_t keep_snapshots = 2;
+  /// Highest sequence numbers cached by the writer; the cache is dropped when it grows
+  /// past this and refilled from the index on demand.
+  std::size_t seq_cache_entries = 1'000'000;
+  /// If nonzero, `PRAGMA max_page_count` for the writer: a test hook that simulates a
+  /// full disk. See also `sqlite_journal::set_max_page_count`.
+  std::uint64_t max_page_count = 0;
+};
+
+/// Counters of a `sqlite_journal` since it was opened.
+struct sqlite_journal_stats {
+  std::uint64_t appends = 0;         ///< appends committed
+  std::uint64_t events = 0;          ///< events committed
+  std::uint64_t failed_appends = 0;  ///< appends answered with an error
+  std::uint64_t transactions = 0;    ///< write transactions committed (one fsync each)
+  std::uint64_t largest_batch = 0;   ///< most writes committed by one transaction
+};
+
+/// What the file and the writer connection actually use, read back after opening.
+struct sqlite_journal_info {
+  std::string path;
+  std::string journal_mode;        ///< `wal`
+  int synchronous = 0;             ///< SQLite's code: 1 = NORMAL, 2 = FULL
+  std::uint32_t schema_version = 0;  ///< the file's `user_version`
+  bool created = false;            ///< true if `open` created the file's schema
+};
+
+class sqlite_snapshot_store;
+
+/// The journal contract on a SQLite file; see the file comment.
+class sqlite_journal final : public journal {
+public:
+  /// The schema version this build writes (`PRAGMA user_version`).
+  static constexpr std::uint32_t schema_version = 1;
+
+  /// The `PRAGMA application_id` that marks a file as an annals journal (`ANNL`).
+  static constexpr std::int32_t application_id = 0x414E4E4C;
+
+  /// Opens (or creates) the journal at `opts.path` and starts its threads.
+  ///
+  /// Fails with `journal_errc::not_a_journal` if the file exists but is not an annals
+  /// journal (a SQLite file of another application, or not SQLite at all), with
+  /// `journal_errc::newer_schema` if a newer annals wrote it, and with
+  /// `journal_errc::storage_error` if SQLite cannot open it; in all those cases the file
+  /// is left exactly as it was.
+  static caf::expected<std::shared_ptr<sqlite_journal>> open(sqlite_options opts);
+
+  /// Closes the journal; see `close`.
+  ~sqlite_journal() override;
+
+  sqlite_journal(const sqlite_journal&) = delete;
+  sqlite_journal& operator=(const sqlite_journal&) = delete;
+
+  void append(append_request req, callback<append_result> done) override;
+  void read_stream(std::string persistence_id, std::uint64_t from_seq,
+                   std::uint64_t to_seq, std::size_t max,
+                   callback<std::vector<event_record>> done) override;
+  void read_all(std::uint64_t from_offset, std::size_t max,
+                callback<std::vector<event_record>> done) override;
+  void read_tagged(std::string tag, std::uint64_t from_offset, std::size_t max,
+                   callback<std::vector<event_record>> done) override;
+  void highest_seq(std::string persistence_id, callback<std::uint64_t> done) override;
+  void head_offset(callback<std::uint64_t> done) override;
+  void persistence_ids(std::string after, std::size_t max,
+                       callback<std::vector<std::string>> done) override;
+  std::uint64_t subscribe(commit_listener f) override;
+  void unsubscribe(std::uint64_t handle) override;
+
+  /// Finishes every operation already submitted, then stops the threads and closes the
+  /// connections. Operations submitted afterwards fail with `journal_errc::closed`.
+  /// Idempotent. Called from one of the journal's own callbacks, it stops the threads
+  /// without waiting for the calling one.
+  void close();
+
+  /// A snapshot store in the same file whose saves join the writer's group commits and
+  /// whose loads run on the reader threads. It keeps `keep_snapshots` per stream.
+  std::shared_ptr<sqlite_snapshot_store> snapshots();
+
+  /// Counters since opening (read without waiting for the threads).
+  sqlite_journal_stats stats() const;
+
+  /// The settings read back from the file after opening.
+  const sqlite_journal_info& info() const;
+
+  /// Sets `PRAGMA max_page_count` on the writer connection, between two transactions, and
+  /// reports the value in effect (SQLite never sets it below the file's current size).
+  /// A test hook: a small limit makes appends fail as on a full disk.
+  void set_max_page_count(std::uint64_t pages, callback<std::uint64_t> done);
+
+  /// Internal state shared with the journal's threads.
+  struct impl;
+
+private:
+  explicit sqlite_journal(std::shared_ptr<impl> ptr);
+
+  std::shared_ptr<impl> impl_;
+};
+
+/// Snapshots in a `sqlite_journal`'s file (table `snapshots`); obtain one with
+/// `sqlite_journal::snapshots()`. Unlike events, old snapshots are deleted: each save
+/// keeps the newest `keep_snapshots` of its stream.
+class sqlite_snapshot_store final : public snapshot_store {
+public:
+  explicit sqlite_snapshot_store(std::shared_ptr<sqlite_journal::impl> ptr);
+  ~sqlite_snapshot_store() override;
+
+  void save(snapshot_record snap, callback<caf::unit_t> done) override;
+  void load(std::string persistence_id,
+            callback<std::vector<snapshot_record>> done) override;
+
+private:
+  std::shared_ptr<sqlite_journal::impl> impl_;
+};
+
+} // namespace annals::persistence
