@@ -1,0 +1,108 @@
+#include "annals/actors/offset_store.hpp"
+
+#include <sqlite3.h>
+
+#include "annals/actors/projection.hpp"
+
+namespace annals::actors {
+
+offset_store::~offset_store() = default;
+
+memory_offset_store::memory_offset_store() = default;
+memory_offset_store::~memory_offset_store() = default;
+
+caf::expected<std::uint64_t> memory_offset_store::load(const std::string& projection) {
+  std::lock_guard guard{mtx_};
+  auto i = offsets_.find(projection);
+  return i == offsets_.end() ? std::uint64_t{0} : i->second;
+}
+
+caf::error memory_offset_store::save(const std::string& projection, std::uint64_t offset) {
+  std::lock_guard guard{mtx_};
+  offsets_[projection] = offset;
+  return {};
+}
+
+struct sqlite_offset_store::impl {
+  std::string path;
+  std::mutex mtx;  // one connection, used by every projection sharing the store
+  sqlite3* db = nullptr;
+  sqlite3_stmt* select = nullptr;
+  sqlite3_stmt* upsert = nullptr;
+
+  ~impl() {
+    sqlite3_finalize(select);
+    sqlite3_finalize(upsert);
+    sqlite3_close_v2(db);
+  }
+
+  caf::error fail(std::string_view what) const {
+    return make_error(projection_errc::offset_store_failed,
+                      std::string{what} + " in '" + path + "': "
+                        + (db ? sqlite3_errmsg(db) : "out of memory"));
+  }
+};
+
+caf::expected<std::shared_ptr<sqlite_offset_store>>
+sqlite_offset_store::open(sqlite_offset_store_options opts) {
+  auto st = std::make_unique<impl>();
+  st->path = opts.path;
+  if (sqlite3_open_v2(opts.path.c_str(), &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                      nullptr)
+      != SQLITE_OK)
+    return st->fail("cannot open the offset store");
+  sqlite3_busy_timeout(st->db, static_cast<int>(opts.busy_timeout.count()));
+  auto setup = std::string{"PRAGMA journal_mode=WAL; PRAGMA synchronous="}
+               + (opts.fsync_each_save ? "FULL" : "NORMAL")
+               + "; CREATE TABLE IF NOT EXISTS projection_offsets("
+                 "name TEXT PRIMARY KEY, \"offset\" INTEGER NOT NULL)";
+  if (sqlite3_exec(st->db, setup.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
+    return st->fail("cannot create table projection_offsets");
+  if (sqlite3_prepare_v2(st->db, "SELECT \"offset\" FROM projection_offsets WHERE name = ?1",
+                         -1, &st->select, nullptr)
+        != SQLITE_OK
+      || sqlite3_prepare_v2(st->db,
+                            "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) "
+                            "ON CONFLICT(name) DO UPDATE SET \"offset\" = excluded.\"offset\"",
+                            -1, &st->upsert, nullptr)
+           != SQLITE_OK)
+    return st->fail("cannot prepare the offset statements");
+  return std::shared_ptr<sqlite_offset_store>{new sqlite_offset_store{std::move(st)}};
+}
+
+sqlite_offset_store::sqlite_offset_store(std::unique_ptr<impl> ptr) : impl_(std::move(ptr)) {}
+
+sqlite_offset_store::~sqlite_offset_store() = default;
+
+caf::expected<std::uint64_t> sqlite_offset_store::load(const std::string& projection) {
+  std::lock_guard guard{impl_->mtx};
+  auto* stmt = impl_->select;
+  sqlite3_bind_text(stmt, 1, projection.data(), static_cast<int>(projection.size()),
+                    SQLITE_TRANSIENT);
+  auto rc = sqlite3_step(stmt);
+  caf::expected<std::uint64_t> result{std::uint64_t{0}};
+  if (rc == SQLITE_ROW)
+    result = static_cast<std::uint64_t>(sqlite3_column_int64(stmt, 0));
+  else if (rc != SQLITE_DONE)
+    result = impl_->fail("cannot read the offset of '" + projection + "'");
+  sqlite3_reset(stmt);
+  sqlite3_clear_bindings(stmt);
+  return result;
+}
+
+caf::error sqlite_offset_store::save(const std::string& projection, std::uint64_t offset) {
+  std::lock_guard guard{impl_->mtx};
+  auto* stmt = impl_->upsert;
+  sqlite3_bind_text(stmt, 1, projection.data(), static_cast<int>(projection.size()),
+                    SQLITE_TRANSIENT);
+  sqlite3_bind_int64(stmt, 2, static_cast<sqlite3_int64>(offset));
+  caf::error result;
+  if (sqlite3_step(stmt) != SQLITE_DONE)
+    result = impl_->fail("cannot store offset " + std::to_string(offset) + " of '" + projection
+                         + "'");
+  sqlite3_reset(stmt);
+  sqlite3_clear_bindings(stmt);
+  return result;
+}
+
+} // namespace annals::actors
