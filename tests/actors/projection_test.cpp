@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <condition_variable>
+#include <functional>
 #include <latch>
 #include <mutex>
 #include <numeric>
@@ -237,6 +239,150 @@ TEST_CASE("a projection started in the middle of heavy writing ends with exactly
   auto seen = handler->offsets();
   CHECK(seen.size() == head);
   CHECK(seen == iota_offsets(1, head));
+}
+
+namespace {
+
+/// A journal whose commit notifications and read completions the test controls, to
+/// script the races between catch-up and live delivery. Reads see the data as of the
+/// request (like a snapshot) but complete only when the test releases them.
+class scripted_journal final : public persistence::journal {
+public:
+  persistence::memory_journal inner;
+
+  void append(persistence::append_request req,
+              persistence::callback<persistence::append_result> done) override {
+    inner.append(std::move(req), std::move(done));  // inner has no listeners: no notice
+  }
+  void read_stream(std::string pid, std::uint64_t from, std::uint64_t to, std::size_t max,
+                   persistence::callback<std::vector<event_record>> done) override {
+    inner.read_stream(std::move(pid), from, to, max, std::move(done));
+  }
+  void read_all(std::uint64_t from, std::size_t max,
+                persistence::callback<std::vector<event_record>> done) override {
+    caf::expected<std::vector<event_record>> snapshot{std::vector<event_record>{}};
+    inner.read_all(from, max, [&](caf::expected<std::vector<event_record>> res) {
+      snapshot = std::move(res);
+    });
+    std::lock_guard guard{mtx_};
+    reads_.push_back({from, [done = std::move(done), snapshot]() mutable {
+                        done(std::move(snapshot));
+                      }});
+    cv_.notify_all();
+  }
+  void read_tagged(std::string tag, std::uint64_t from, std::size_t max,
+                   persistence::callback<std::vector<event_record>> done) override {
+    inner.read_tagged(std::move(tag), from, max, std::move(done));
+  }
+  void highest_seq(std::string pid, persistence::callback<std::uint64_t> done) override {
+    inner.highest_seq(std::move(pid), std::move(done));
+  }
+  void head_offset(persistence::callback<std::uint64_t> done) override {
+    inner.head_offset(std::move(done));
+  }
+  void persistence_ids(std::string after, std::size_t max,
+                       persistence::callback<std::vector<std::string>> done) override {
+    inner.persistence_ids(std::move(after), max, std::move(done));
+  }
+  std::uint64_t subscribe(persistence::commit_listener f) override {
+    std::lock_guard guard{mtx_};
+    listener_ = std::move(f);
+    return 1;
+  }
+  void unsubscribe(std::uint64_t) override {
+    std::lock_guard guard{mtx_};
+    listener_ = nullptr;
+  }
+
+  /// Waits for the projection's next read request and returns its start offset.
+  std::uint64_t next_read() {
+    std::unique_lock lk{mtx_};
+    if (!cv_.wait_for(lk, bound, [&] { return !reads_.empty(); }))
+      FAIL("the projection did not read from the journal");
+    return reads_.front().from;
+  }
+  /// Completes the oldest read request with the data it saw when it was made.
+  void release_read() {
+    std::function<void()> f;
+    {
+      std::lock_guard guard{mtx_};
+      REQUIRE(!reads_.empty());
+      f = std::move(reads_.front().complete);
+      reads_.erase(reads_.begin());
+    }
+    f();
+  }
+  bool read_pending() {
+    std::lock_guard guard{mtx_};
+    return !reads_.empty();
+  }
+  /// Notifies the projection of a commit of the records at offsets [first, last].
+  void publish(std::uint64_t first, std::uint64_t last) {
+    caf::expected<std::vector<event_record>> recs{std::vector<event_record>{}};
+    inner.read_all(first, last - first + 1,
+                   [&](caf::expected<std::vector<event_record>> res) { recs = std::move(res); });
+    REQUIRE(recs);
+    persistence::commit_listener f;
+    {
+      std::lock_guard guard{mtx_};
+      f = listener_;
+    }
+    REQUIRE(f);
+    f(*recs);
+  }
+
+private:
+  struct pending_read {
+    std::uint64_t from;
+    std::function<void()> complete;
+  };
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::vector<pending_read> reads_;
+  persistence::commit_listener listener_;
+};
+
+} // namespace
+
+TEST_CASE("the switch from catch-up to live neither skips nor repeats an event") {
+  test_system ts;
+  auto journal = std::make_shared<scripted_journal>();
+  write(journal->inner, "account|a", 0, 5);
+  auto handler = std::make_shared<recording_handler>();
+  auto proj = spawn_projection(ts.sys, journal, handler, {.name = "switch"});
+  REQUIRE(journal->next_read() == 1);  // its snapshot holds 1..5
+
+  SECTION("a commit announced while a read is in flight is read again, not skipped") {
+    write(journal->inner, "account|a", 5, 1);
+    journal->publish(6, 6);    // arrives before the read completes,
+    journal->release_read();   // which ends at 5: the projection must read on from 6
+    REQUIRE(journal->next_read() == 6);
+    journal->release_read();
+    reach(proj, 6);
+    CHECK(handler->offsets() == iota_offsets(1, 6));
+  }
+
+  SECTION("live records the projection already has are not applied twice") {
+    journal->release_read();
+    reach(proj, 5);
+    write(journal->inner, "account|a", 5, 2);
+    journal->publish(4, 6);  // overlaps what catch-up applied
+    journal->publish(6, 7);  // overlaps the previous notice
+    reach(proj, 7);
+    CHECK(handler->offsets() == iota_offsets(1, 7));
+    CHECK_FALSE(journal->read_pending());
+  }
+
+  SECTION("a live batch beyond the next offset makes the projection read the gap first") {
+    journal->release_read();
+    reach(proj, 5);
+    write(journal->inner, "account|a", 5, 3);
+    journal->publish(7, 8);  // the notice of 6 never came
+    REQUIRE(journal->next_read() == 6);
+    journal->release_read();
+    reach(proj, 8);
+    CHECK(handler->offsets() == iota_offsets(1, 8));
+  }
 }
 
 TEST_CASE("a rebuild clears the model and replays the whole journal") {
