@@ -150,6 +150,8 @@ public:
     sqlite3_finalize(stmt_);
   }
   bool prepare(sqlite3* db, const char* sql) {
+    sqlite3_finalize(stmt_);
+    stmt_ = nullptr;
     return sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) == SQLITE_OK;
   }
   /// Steps once and resets; true on SQLITE_DONE or SQLITE_ROW.
@@ -177,6 +179,10 @@ public:
   }
 
   caf::expected<std::uint64_t> open() override {
+    if (db_) { // a retry after a failed start
+      sqlite3_close_v2(db_);
+      db_ = nullptr;
+    }
     if (sqlite3_open_v2(opts_.path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
                         nullptr)
         != SQLITE_OK)
@@ -349,8 +355,6 @@ struct waiter_expired {
   std::uint64_t id = 0;
 };
 
-using start_atom = caf::atom_constant<caf::atom("prj_start")>;
-
 } // namespace internal
 } // namespace annals::actors
 
@@ -376,7 +380,7 @@ struct projection_actor_state {
   std::uint64_t next = 1;       // the next offset to process
   std::uint64_t live_head = 0;  // highest offset seen on the live stream
   std::uint64_t generation = 0; // bumped by rebuild and failure: stale pages are dropped
-  bool started = false;
+  bool opened = false;          // the sink has loaded its offset
   std::optional<std::uint64_t> subscription;
   std::uint64_t applied = 0;
   projection_state state = projection_state::catching_up;
@@ -489,26 +493,23 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
   // Subscribe before the first read: every commit after this point arrives live, every
   // commit before it is found by the catch-up reads, so nothing falls between the two.
   subscribe(self);
-  self->send(self, start_atom::value);
+  // The behaviour function runs on the actor's own thread before any message, so the
+  // (possibly blocking) open never races with a request.
+  if (auto stored = self->state.setup.out->open(); !stored) {
+    fail(self, std::move(stored.error()));
+  } else {
+    self->state.opened = true;
+    self->state.next = *stored + 1;
+    request_page(self);
+  }
   return {
-    [self](start_atom) {
-      auto& st = self->state;
-      st.started = true;
-      auto stored = st.setup.out->open();
-      if (!stored) {
-        fail(self, std::move(stored.error()));
-        return;
-      }
-      st.next = *stored + 1;
-      request_page(self);
-    },
     [self](live_batch& batch) {
       auto& st = self->state;
       if (batch.records.empty())
         return;
       st.live_head = std::max(st.live_head, batch.records.back().offset);
       // While catching up, the next read covers these records (see page_result).
-      if (!st.started || st.state != projection_state::running)
+      if (st.state != projection_state::running)
         return;
       std::span<const event_record> rest{batch.records};
       while (!rest.empty() && rest.front().offset < st.next)
@@ -607,6 +608,13 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
     [self](projection_rebuild_atom) -> caf::result<caf::ok_atom> {
       auto& st = self->state;
       ++st.generation;  // drops the page in flight, if any
+      if (!st.opened) {   // a failed start: try again
+        if (auto stored = st.setup.out->open(); !stored) {
+          fail(self, stored.error());
+          return stored.error();
+        }
+        st.opened = true;
+      }
       if (auto err = st.setup.out->reset()) {
         fail(self, err);
         return err;

@@ -690,6 +690,46 @@ TEST_CASE("an SQLite projection rebuild empties the model and replays it in step
   CHECK(m.count_sum == 12);
 }
 
+TEST_CASE("a projection whose read-model file cannot be opened reports it as failed, naming "
+          "the file") {
+  temp_dir dir;
+  test_system ts;
+  auto journal = std::make_shared<persistence::memory_journal>();
+  auto path = dir.file("missing-dir/model.db");
+  auto proj = spawn_projection(ts.sys, journal, std::make_shared<event_table>(),
+                               {.name = "nowhere", .path = path});
+  auto res = proj.await_offset(0, bound);
+  REQUIRE_FALSE(res);
+  CHECK(is(res.error(), projection_errc::read_model_failed));
+  CHECK(render(res.error()).find(path) != std::string::npos);
+  auto st = proj.status();
+  REQUIRE(st);
+  CHECK(st->state == projection_state::failed);
+  // Once the cause is gone, a rebuild starts it.
+  std::filesystem::create_directory(dir.path() / "missing-dir");
+  write(*journal, "account|a", 0, 3);
+  REQUIRE_FALSE(proj.rebuild());
+  CHECK(reach(proj, 3).state != projection_state::failed);
+  CHECK(inspect_model(path, "nowhere").rows == 3);
+}
+
+TEST_CASE("an SQLite projection may keep its read model in the journal's own file") {
+  temp_dir dir;
+  test_system ts;
+  auto journal = open_sqlite_journal(dir);
+  write(*journal, "account|a", 0, 20);
+  {
+    auto proj = spawn_projection(ts.sys, journal, std::make_shared<event_table>(),
+                                 {.name = "inside", .path = dir.file("journal.db")});
+    reach(proj, 20);
+    write(*journal, "account|a", 20, 5);  // the journal keeps writing beside the model
+    reach(proj, 25);
+  }
+  auto m = inspect_model(dir.file("journal.db"), "inside");
+  CHECK(m.stored_offset == 25);
+  CHECK(m.rows == 25);
+}
+
 TEST_CASE("a stopped projection answers with an error naming it instead of hanging") {
   test_system ts;
   auto journal = std::make_shared<persistence::memory_journal>();
