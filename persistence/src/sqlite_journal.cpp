@@ -454,7 +454,7 @@ caf::expected<std::vector<event_record>> read_records(sqlite3* db, sqlite3_stmt*
                                                       const char* what) {
   reset_guard guard{stmt};
   std::vector<event_record> result;
-  result.reserve(std::min<std::size_t>(max, 4096));
+  result.reserve(std::min<std::size_t>(max, 256));
   for (;;) {
     auto rc = sqlite3_step(stmt);
     if (rc == SQLITE_DONE)
@@ -643,8 +643,11 @@ struct sqlite_journal::impl {
     if (from_cache)
       highest = cached->second;
     // A cached value can only be stale low (another process appended), so a mismatch is
-    // confirmed against the file before it is reported.
-    if (!from_cache || highest != req.expected_seq) {
+    // confirmed against the file before it is reported. A new stream (expected seq 0)
+    // needs no lookup: if it is not new after all, inserting seq 1 hits the unique index.
+    if (!from_cache && req.expected_seq == 0) {
+      highest = 0;
+    } else if (!from_cache || highest != req.expected_seq) {
       auto stored = stored_highest(w, req.persistence_id);
       if (!stored)
         return fail_step(w, std::move(stored.error()), false, out);
