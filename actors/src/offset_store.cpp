@@ -25,7 +25,7 @@ caf::error memory_offset_store::save(const std::string& projection, std::uint64_
 
 struct sqlite_offset_store::impl {
   std::string path;
-  std::mutex mtx;  // one connection, used by every projection sharing the store
+  std::mutex mtx; // one connection, used by every projection sharing the store
   sqlite3* db = nullptr;
   sqlite3_stmt* select = nullptr;
   sqlite3_stmt* upsert = nullptr;
@@ -38,8 +38,8 @@ struct sqlite_offset_store::impl {
 
   caf::error fail(std::string_view what) const {
     return make_error(projection_errc::offset_store_failed,
-                      std::string{what} + " in '" + path + "': "
-                        + (db ? sqlite3_errmsg(db) : "out of memory"));
+                      std::string{what} + " in '" + path
+                        + "': " + (db ? sqlite3_errmsg(db) : "out of memory"));
   }
 };
 
@@ -58,8 +58,8 @@ sqlite_offset_store::open(sqlite_offset_store_options opts) {
                  "name TEXT PRIMARY KEY, \"offset\" INTEGER NOT NULL)";
   if (sqlite3_exec(st->db, setup.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
     return st->fail("cannot create table projection_offsets");
-  if (sqlite3_prepare_v2(st->db, "SELECT \"offset\" FROM projection_offsets WHERE name = ?1",
-                         -1, &st->select, nullptr)
+  if (sqlite3_prepare_v2(st->db, "SELECT \"offset\" FROM projection_offsets WHERE name = ?1", -1,
+                         &st->select, nullptr)
         != SQLITE_OK
       || sqlite3_prepare_v2(st->db,
                             "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) "
@@ -98,8 +98,8 @@ caf::error sqlite_offset_store::save(const std::string& projection, std::uint64_
   sqlite3_bind_int64(stmt, 2, static_cast<sqlite3_int64>(offset));
   caf::error result;
   if (sqlite3_step(stmt) != SQLITE_DONE)
-    result = impl_->fail("cannot store offset " + std::to_string(offset) + " of '" + projection
-                         + "'");
+    result =
+      impl_->fail("cannot store offset " + std::to_string(offset) + " of '" + projection + "'");
   sqlite3_reset(stmt);
   sqlite3_clear_bindings(stmt);
   return result;

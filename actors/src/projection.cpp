@@ -8,10 +8,10 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
-#include <caf/spawn_options.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
+#include <caf/spawn_options.hpp>
 #include <caf/stateful_actor.hpp>
 #include <sqlite3.h>
 
@@ -53,8 +53,8 @@ namespace internal {
 
 /// What applying one batch achieved.
 struct batch_outcome {
-  std::uint64_t last_good = 0;  // offset to continue after (stored, unless `err` says not)
-  std::size_t applied = 0;      // records handed to the handler without throwing
+  std::uint64_t last_good = 0; // offset to continue after (stored, unless `err` says not)
+  std::size_t applied = 0;     // records handed to the handler without throwing
   caf::error err;
 };
 
@@ -93,9 +93,7 @@ class handler_sink final : public sink {
 public:
   handler_sink(std::string name, event_filter filter, std::shared_ptr<projection_handler> h,
                offset_store_ptr offsets)
-    : name_(std::move(name)),
-      filter_(std::move(filter)),
-      handler_(std::move(h)),
+    : name_(std::move(name)), filter_(std::move(filter)), handler_(std::move(h)),
       offsets_(std::move(offsets)) {}
 
   caf::expected<std::uint64_t> open() override {
@@ -203,10 +201,10 @@ public:
                                  "VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE "
                                  "SET \"offset\" = excluded.\"offset\""))
       return fail("cannot prepare statements");
-    sqlite3_bind_text(select_.get(), 1, opts_.name.data(),
-                      static_cast<int>(opts_.name.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_text(upsert_.get(), 1, opts_.name.data(),
-                      static_cast<int>(opts_.name.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(select_.get(), 1, opts_.name.data(), static_cast<int>(opts_.name.size()),
+                      SQLITE_TRANSIENT);
+    sqlite3_bind_text(upsert_.get(), 1, opts_.name.data(), static_cast<int>(opts_.name.size()),
+                      SQLITE_TRANSIENT);
     if (!begin_.run())
       return fail("cannot begin the schema transaction");
     try {
@@ -214,8 +212,8 @@ public:
     } catch (...) {
       rollback();
       return make_error(projection_errc::read_model_failed,
-                        "projection '" + opts_.name + "': create_schema threw: "
-                          + current_exception_text());
+                        "projection '" + opts_.name
+                          + "': create_schema threw: " + current_exception_text());
     }
     if (!commit_.run()) {
       auto err = fail("cannot commit the schema");
@@ -299,9 +297,9 @@ public:
       handler_->reset(db_);
     } catch (...) {
       rollback();
-      return make_error(projection_errc::handler_failed, "projection '" + opts_.name
-                                                           + "': reset threw: "
-                                                           + current_exception_text());
+      return make_error(projection_errc::handler_failed,
+                        "projection '" + opts_.name
+                          + "': reset threw: " + current_exception_text());
     }
     sqlite3_bind_int64(upsert_.get(), 2, 0);
     if (!upsert_.run() || !commit_.run()) {
@@ -324,8 +322,8 @@ private:
 
   caf::error fail(std::string_view what) const {
     return make_error(projection_errc::read_model_failed,
-                      "projection '" + opts_.name + "': " + std::string{what} + " in '"
-                        + opts_.path + "': " + (db_ ? sqlite3_errmsg(db_) : "out of memory"));
+                      "projection '" + opts_.name + "': " + std::string{what} + " in '" + opts_.path
+                        + "': " + (db_ ? sqlite3_errmsg(db_) : "out of memory"));
   }
 
   sqlite_projection_options opts_;
@@ -409,8 +407,8 @@ void subscribe(projection_actor* self) {
     return;
   // The listener runs on the journal's thread: it only posts a copy of the batch, through
   // a weak handle so that it neither blocks nor keeps a stopped projection alive.
-  st.subscription = st.setup.journal->subscribe(
-    [addr = self->address()](const std::vector<event_record>& batch) {
+  st.subscription =
+    st.setup.journal->subscribe([addr = self->address()](const std::vector<event_record>& batch) {
       if (auto hdl = caf::actor_cast<caf::actor>(addr))
         caf::anon_send(hdl, live_batch{batch});
     });
@@ -448,13 +446,12 @@ void fail(projection_actor* self, caf::error err) {
 void request_page(projection_actor* self) {
   auto& st = self->state;
   st.state = projection_state::catching_up;
-  st.setup.journal->read_all(
-    st.next, st.setup.page_size,
-    [addr = self->address(), gen = st.generation,
-     from = st.next](caf::expected<std::vector<event_record>> res) {
-      if (auto hdl = caf::actor_cast<caf::actor>(addr))
-        caf::anon_send(hdl, page_result{gen, from, std::move(res)});
-    });
+  st.setup.journal->read_all(st.next, st.setup.page_size,
+                             [addr = self->address(), gen = st.generation,
+                              from = st.next](caf::expected<std::vector<event_record>> res) {
+                               if (auto hdl = caf::actor_cast<caf::actor>(addr))
+                                 caf::anon_send(hdl, page_result{gen, from, std::move(res)});
+                             });
 }
 
 /// Applies `batch`, which starts at `st.next` with contiguous offsets.
@@ -513,19 +510,19 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
         return;
       std::span<const event_record> rest{batch.records};
       while (!rest.empty() && rest.front().offset < st.next)
-        rest = rest.subspan(1);  // already processed
+        rest = rest.subspan(1); // already processed
       if (rest.empty())
         return;
       auto n = contiguous_prefix(rest, st.next);
       apply_batch(self, rest.first(n));
       if (st.state == projection_state::running && n < rest.size())
-        request_page(self);  // a gap: read the missing events from the journal first
+        request_page(self); // a gap: read the missing events from the journal first
     },
     [self](page_result& page) {
       auto& st = self->state;
       if (page.generation != st.generation || page.from != st.next
           || st.state == projection_state::failed)
-        return;  // a read made before a rebuild or a failure
+        return; // a read made before a rebuild or a failure
       if (!page.records) {
         fail(self, make_error(projection_errc::journal_failed,
                               "projection '" + st.setup.name + "': reading from offset "
@@ -565,8 +562,8 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
       st.status_queries.erase(i);
       if (!res.head) {
         rp.deliver(make_error(projection_errc::journal_failed,
-                              "projection '" + st.setup.name + "': cannot read the head: "
-                                + render(res.head.error())));
+                              "projection '" + st.setup.name
+                                + "': cannot read the head: " + render(res.head.error())));
         return;
       }
       projection_status out;
@@ -608,7 +605,7 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
     [self](projection_rebuild_atom) -> caf::result<caf::ok_atom> {
       auto& st = self->state;
       ++st.generation;  // drops the page in flight, if any
-      if (!st.opened) {   // a failed start: try again
+      if (!st.opened) { // a failed start: try again
         if (auto stored = st.setup.out->open(); !stored) {
           fail(self, stored.error());
           return stored.error();
@@ -642,15 +639,13 @@ namespace {
 
 caf::error from_request_error(const std::string& name, caf::error err) {
   if (err == caf::sec::request_timeout)
-    return make_error(projection_errc::timeout,
-                      "projection '" + name + "' did not answer in time");
+    return make_error(projection_errc::timeout, "projection '" + name + "' did not answer in time");
   if (err == caf::sec::request_receiver_down)
     return make_error(projection_errc::stopped, "projection '" + name + "' is stopped");
   return err;
 }
 
-projection make_handle(caf::actor_system& sys, std::string name,
-                       internal::projection_setup setup) {
+projection make_handle(caf::actor_system& sys, std::string name, internal::projection_setup setup) {
   auto ptr = std::make_shared<projection::impl>();
   ptr->sys = &sys;
   ptr->name = std::move(name);
@@ -661,8 +656,7 @@ projection make_handle(caf::actor_system& sys, std::string name,
 }
 
 template <class T, class... Ts>
-caf::expected<T> ask(const projection::impl& p, std::chrono::milliseconds timeout,
-                     Ts... xs) {
+caf::expected<T> ask(const projection::impl& p, std::chrono::milliseconds timeout, Ts... xs) {
   if (!p.hdl)
     return make_error(projection_errc::stopped, "projection '" + p.name + "' is stopped");
   caf::expected<T> result{make_error(projection_errc::timeout, "no answer")};
@@ -726,8 +720,7 @@ void projection::stop() {
   caf::scoped_actor self{*impl_->sys};
   self->monitor(impl_->hdl);
   caf::anon_send_exit(impl_->hdl, caf::exit_reason::user_shutdown);
-  self->receive([](const caf::down_msg&) {},
-                caf::after(std::chrono::seconds{30}) >> [] {});
+  self->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds{30}) >> [] {});
   impl_->hdl = caf::actor{};
 }
 
@@ -736,15 +729,14 @@ caf::actor projection::actor() const {
 }
 
 projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,
-                            std::shared_ptr<projection_handler> handler,
-                            projection_options opts) {
+                            std::shared_ptr<projection_handler> handler, projection_options opts) {
   if (!opts.offsets)
     opts.offsets = std::make_shared<memory_offset_store>();
-  auto out = std::make_shared<internal::handler_sink>(opts.name, opts.filter,
-                                                      std::move(handler), opts.offsets);
-  return make_handle(sys, opts.name,
-                     {opts.name, std::move(journal), std::move(out),
-                      std::max<std::size_t>(opts.page_size, 1)});
+  auto out = std::make_shared<internal::handler_sink>(opts.name, opts.filter, std::move(handler),
+                                                      opts.offsets);
+  return make_handle(
+    sys, opts.name,
+    {opts.name, std::move(journal), std::move(out), std::max<std::size_t>(opts.page_size, 1)});
 }
 
 projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,

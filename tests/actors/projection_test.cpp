@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <latch>
 #include <mutex>
@@ -124,8 +124,7 @@ projection_status reach(const projection& p, std::uint64_t offset) {
 /// latch opens once every writer has written `warmup` events.
 class busy_writers {
 public:
-  busy_writers(persistence::journal_ptr j, int writers, std::size_t per_writer,
-               std::size_t warmup)
+  busy_writers(persistence::journal_ptr j, int writers, std::size_t per_writer, std::size_t warmup)
     : warm_(writers) {
     for (int w = 0; w < writers; ++w)
       threads_.emplace_back([this, j, w, per_writer, warmup] {
@@ -202,7 +201,7 @@ TEST_CASE("a projection applies events committed after it caught up, in offset o
   auto proj = spawn_projection(ts.sys, journal, handler, {.name = "live"});
   reach(proj, 3);
   std::uint64_t seq_a = 3, seq_b = 0;
-  for (int i = 0; i < 20; ++i) {  // interleave two streams; each append is one live batch
+  for (int i = 0; i < 20; ++i) { // interleave two streams; each append is one live batch
     if (i % 2)
       seq_a = write(*journal, "account|a", seq_a, 1);
     else
@@ -220,9 +219,8 @@ TEST_CASE("a projection started in the middle of heavy writing ends with exactly
   auto kind = GENERATE(as<std::string>{}, "memory", "sqlite");
   INFO("journal: " << kind);
   test_system ts;
-  persistence::journal_ptr journal = kind == "memory"
-                                       ? std::make_shared<persistence::memory_journal>()
-                                       : open_sqlite_journal(dir);
+  persistence::journal_ptr journal =
+    kind == "memory" ? std::make_shared<persistence::memory_journal>() : open_sqlite_journal(dir);
   auto handler = std::make_shared<recording_handler>();
   projection proj;
   {
@@ -252,7 +250,7 @@ public:
 
   void append(persistence::append_request req,
               persistence::callback<persistence::append_result> done) override {
-    inner.append(std::move(req), std::move(done));  // inner has no listeners: no notice
+    inner.append(std::move(req), std::move(done)); // inner has no listeners: no notice
   }
   void read_stream(std::string pid, std::uint64_t from, std::uint64_t to, std::size_t max,
                    persistence::callback<std::vector<event_record>> done) override {
@@ -261,13 +259,11 @@ public:
   void read_all(std::uint64_t from, std::size_t max,
                 persistence::callback<std::vector<event_record>> done) override {
     caf::expected<std::vector<event_record>> snapshot{std::vector<event_record>{}};
-    inner.read_all(from, max, [&](caf::expected<std::vector<event_record>> res) {
-      snapshot = std::move(res);
-    });
+    inner.read_all(
+      from, max, [&](caf::expected<std::vector<event_record>> res) { snapshot = std::move(res); });
     std::lock_guard guard{mtx_};
-    reads_.push_back({from, [done = std::move(done), snapshot]() mutable {
-                        done(std::move(snapshot));
-                      }});
+    reads_.push_back(
+      {from, [done = std::move(done), snapshot]() mutable { done(std::move(snapshot)); }});
     cv_.notify_all();
   }
   void read_tagged(std::string tag, std::uint64_t from, std::size_t max,
@@ -350,12 +346,12 @@ TEST_CASE("the switch from catch-up to live neither skips nor repeats an event")
   write(journal->inner, "account|a", 0, 5);
   auto handler = std::make_shared<recording_handler>();
   auto proj = spawn_projection(ts.sys, journal, handler, {.name = "switch"});
-  REQUIRE(journal->next_read() == 1);  // its snapshot holds 1..5
+  REQUIRE(journal->next_read() == 1); // its snapshot holds 1..5
 
   SECTION("a commit announced while a read is in flight is read again, not skipped") {
     write(journal->inner, "account|a", 5, 1);
-    journal->publish(6, 6);    // arrives before the read completes,
-    journal->release_read();   // which ends at 5: the projection must read on from 6
+    journal->publish(6, 6);  // arrives before the read completes,
+    journal->release_read(); // which ends at 5: the projection must read on from 6
     REQUIRE(journal->next_read() == 6);
     journal->release_read();
     reach(proj, 6);
@@ -366,8 +362,8 @@ TEST_CASE("the switch from catch-up to live neither skips nor repeats an event")
     journal->release_read();
     reach(proj, 5);
     write(journal->inner, "account|a", 5, 2);
-    journal->publish(4, 6);  // overlaps what catch-up applied
-    journal->publish(6, 7);  // overlaps the previous notice
+    journal->publish(4, 6); // overlaps what catch-up applied
+    journal->publish(6, 7); // overlaps the previous notice
     reach(proj, 7);
     CHECK(handler->offsets() == iota_offsets(1, 7));
     CHECK_FALSE(journal->read_pending());
@@ -377,7 +373,7 @@ TEST_CASE("the switch from catch-up to live neither skips nor repeats an event")
     journal->release_read();
     reach(proj, 5);
     write(journal->inner, "account|a", 5, 3);
-    journal->publish(7, 8);  // the notice of 6 never came
+    journal->publish(7, 8); // the notice of 6 never came
     REQUIRE(journal->next_read() == 6);
     journal->release_read();
     reach(proj, 8);
@@ -407,16 +403,16 @@ TEST_CASE("the status names the projection and gives its offset, the journal hea
   test_system ts;
   auto journal = std::make_shared<persistence::memory_journal>();
   write(*journal, "account|a", 0, 7);
-  auto proj = spawn_projection(ts.sys, journal, std::make_shared<recording_handler>(6),
-                               {.name = "stalls"});
+  auto proj =
+    spawn_projection(ts.sys, journal, std::make_shared<recording_handler>(6), {.name = "stalls"});
   write(*journal, "account|a", 7, 3);
   auto st = proj.status();
   REQUIRE(st);
   CHECK(st->name == "stalls");
   CHECK(st->head == 10);
   CHECK(st->lag == st->head - st->offset);
-  auto ok = spawn_projection(ts.sys, journal, std::make_shared<recording_handler>(),
-                             {.name = "keeps_up"});
+  auto ok =
+    spawn_projection(ts.sys, journal, std::make_shared<recording_handler>(), {.name = "keeps_up"});
   auto caught_up = reach(ok, 10);
   CHECK(caught_up.offset == 10);
   CHECK(caught_up.head == 10);
@@ -437,12 +433,12 @@ TEST_CASE("a handler that throws stops only its projection, names the event, and
   test_system ts;
   auto journal = std::make_shared<persistence::memory_journal>();
   write(*journal, "account|a", 0, 4);
-  write(*journal, "account|b", 0, 6);  // offset 6 is account|b seq 2
+  write(*journal, "account|b", 0, 6); // offset 6 is account|b seq 2
   auto offsets = std::make_shared<memory_offset_store>();
   auto bad = std::make_shared<recording_handler>(6);
   auto good = std::make_shared<recording_handler>();
-  auto p_bad = spawn_projection(ts.sys, journal, bad,
-                                {.name = "bad", .offsets = offsets, .page_size = 100});
+  auto p_bad =
+    spawn_projection(ts.sys, journal, bad, {.name = "bad", .offsets = offsets, .page_size = 100});
   auto p_good = spawn_projection(ts.sys, journal, good, {.name = "good", .offsets = offsets});
   reach(p_good, 10);
   auto res = p_bad.await_offset(10, bound);
@@ -471,14 +467,14 @@ TEST_CASE("a handler that throws stops only its projection, names the event, and
 TEST_CASE("a filtered projection sees only matching events, and its offset covers all") {
   test_system ts;
   auto journal = std::make_shared<persistence::memory_journal>();
-  write(*journal, "account|a", 0, 2);                  // 1, 2
-  write(*journal, "match|m", 0, 2, {"football"});      // 3, 4
-  write(*journal, "accounting|x", 0, 1);               // 5: not the `account` type
-  write(*journal, "account|b", 0, 1, {"football"});    // 6
+  write(*journal, "account|a", 0, 2);               // 1, 2
+  write(*journal, "match|m", 0, 2, {"football"});   // 3, 4
+  write(*journal, "accounting|x", 0, 1);            // 5: not the `account` type
+  write(*journal, "account|b", 0, 1, {"football"}); // 6
   auto by_type = std::make_shared<recording_handler>();
   auto by_tag = std::make_shared<recording_handler>();
-  auto p_type = spawn_projection(ts.sys, journal, by_type,
-                                 {.name = "type", .filter = event_filter::aggregate_type("account")});
+  auto p_type = spawn_projection(
+    ts.sys, journal, by_type, {.name = "type", .filter = event_filter::aggregate_type("account")});
   auto p_tag = spawn_projection(ts.sys, journal, by_tag,
                                 {.name = "tag", .filter = event_filter::tag("football")});
   CHECK(reach(p_type, 6).offset == 6);
@@ -531,8 +527,7 @@ TEST_CASE("an at-least-once projection resumes after a restart from the offset i
   CHECK(*(*offsets)->load("resumes") == 5);
   CHECK(*(*offsets)->load("never_ran") == 0);
   auto handler = std::make_shared<recording_handler>();
-  auto proj = spawn_projection(ts.sys, journal, handler,
-                               {.name = "resumes", .offsets = *offsets});
+  auto proj = spawn_projection(ts.sys, journal, handler, {.name = "resumes", .offsets = *offsets});
   reach(proj, 8);
   CHECK(handler->offsets() == iota_offsets(6, 8));
 }
@@ -574,7 +569,7 @@ public:
   void apply(sqlite3* db, const event_record& rec) override {
     exec(db, "INSERT INTO counts(id, n) VALUES ('" + rec.persistence_id
                + "', 1) ON CONFLICT(id) DO UPDATE SET n = n + 1");
-    if (rec.offset == throw_at_)  // after a write: the savepoint must undo it
+    if (rec.offset == throw_at_) // after a write: the savepoint must undo it
       throw std::runtime_error{"read model rejects offset " + std::to_string(rec.offset)};
     exec(db, "INSERT INTO applied(\"offset\") VALUES (" + std::to_string(rec.offset) + ")");
   }
@@ -722,7 +717,7 @@ TEST_CASE("an SQLite projection may keep its read model in the journal's own fil
     auto proj = spawn_projection(ts.sys, journal, std::make_shared<event_table>(),
                                  {.name = "inside", .path = dir.file("journal.db")});
     reach(proj, 20);
-    write(*journal, "account|a", 20, 5);  // the journal keeps writing beside the model
+    write(*journal, "account|a", 20, 5); // the journal keeps writing beside the model
     reach(proj, 25);
   }
   auto m = inspect_model(dir.file("journal.db"), "inside");
@@ -733,10 +728,10 @@ TEST_CASE("an SQLite projection may keep its read model in the journal's own fil
 TEST_CASE("a stopped projection answers with an error naming it instead of hanging") {
   test_system ts;
   auto journal = std::make_shared<persistence::memory_journal>();
-  auto proj = spawn_projection(ts.sys, journal, std::make_shared<recording_handler>(),
-                               {.name = "gone"});
+  auto proj =
+    spawn_projection(ts.sys, journal, std::make_shared<recording_handler>(), {.name = "gone"});
   proj.stop();
-  proj.stop();  // idempotent
+  proj.stop(); // idempotent
   auto st = proj.status();
   REQUIRE_FALSE(st);
   CHECK(is(st.error(), projection_errc::stopped));

@@ -92,8 +92,7 @@ class sqlite_offset_store final : public offset_store {
 public:
   /// Opens (or creates) the file and the table. Fails with
   /// `projection_errc::offset_store_failed`, naming the file and SQLite's message.
-  static caf::expected<std::shared_ptr<sqlite_offset_store>>
-  open(sqlite_offset_store_options opts);
+  static caf::expected<std::shared_ptr<sqlite_offset_store>> open(sqlite_offset_store_options opts);
 
   ~sqlite_offset_store() override;
   sqlite_offset_store(const sqlite_offset_store&) = delete;

@@ -69,12 +69,12 @@ namespace annals::actors {
 
 /// Errors of projections (category `projection`).
 enum class projection_errc : std::uint8_t {
-  handler_failed = 1,   ///< the handler threw; the context names the event and the exception
-  offset_store_failed,  ///< loading or saving the offset failed
-  read_model_failed,    ///< the read-model SQLite file refused an operation
-  journal_failed,       ///< a journal read failed or broke the offset order
-  stopped,              ///< the projection is stopped
-  timeout,              ///< a bounded wait ran out
+  handler_failed = 1,  ///< the handler threw; the context names the event and the exception
+  offset_store_failed, ///< loading or saving the offset failed
+  read_model_failed,   ///< the read-model SQLite file refused an operation
+  journal_failed,      ///< a journal read failed or broke the offset order
+  stopped,             ///< the projection is stopped
+  timeout,             ///< a bounded wait ran out
 };
 BOOST_DESCRIBE_ENUM(projection_errc, handler_failed, offset_store_failed, read_model_failed,
                     journal_failed, stopped, timeout)
@@ -149,8 +149,8 @@ public:
   virtual void apply(const persistence::event_record& rec) = 0;
 
   /// Clears the model before a rebuild replays the journal from the start. The default
-  /// does nothing (fine for handlers that de-duplicate by offset only if they also reset
-  /// that bookkeeping: override it).
+  /// does nothing; a handler that de-duplicates by offset must clear that bookkeeping here
+  /// too, or it would ignore the whole replay.
   virtual void reset();
 };
 
@@ -184,21 +184,21 @@ public:
 
 /// Where a projection is in its life.
 enum class projection_state : std::uint8_t {
-  catching_up,  ///< reading stored events from the journal in pages
-  running,      ///< up to date, applying live commits as they come
-  failed,       ///< stopped by an error (see `projection_status::error`)
+  catching_up, ///< reading stored events from the journal in pages
+  running,     ///< up to date, applying live commits as they come
+  failed,      ///< stopped by an error (see `projection_status::error`)
 };
 BOOST_DESCRIBE_ENUM(projection_state, catching_up, running, failed)
 
 /// A projection's answer to a status query.
 struct projection_status {
   std::string name;
-  std::uint64_t offset = 0;      ///< last event processed (applied or filtered out)
-  std::uint64_t head = 0;        ///< the journal's head offset when the query was answered
-  std::uint64_t lag = 0;         ///< `head - offset` (0 if the projection is ahead of it)
-  std::uint64_t applied = 0;     ///< events handed to the handler since the actor started
+  std::uint64_t offset = 0;  ///< last event processed (applied or filtered out)
+  std::uint64_t head = 0;    ///< the journal's head offset when the query was answered
+  std::uint64_t lag = 0;     ///< `head - offset` (0 if the projection is ahead of it)
+  std::uint64_t applied = 0; ///< events handed to the handler since the actor started
   projection_state state = projection_state::catching_up;
-  std::string error;             ///< why it failed, empty otherwise
+  std::string error; ///< why it failed, empty otherwise
 
   friend bool operator==(const projection_status&, const projection_status&) = default;
 };
@@ -209,8 +209,8 @@ std::string to_string(projection_state st);
 /// CAF serialisation of `projection_status` (the reply of `projection_status_atom`).
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, projection_status& x) {
-  return f(caf::meta::type_name("annals::actors::projection_status"), x.name, x.offset,
-           x.head, x.lag, x.applied, x.state, x.error);
+  return f(caf::meta::type_name("annals::actors::projection_status"), x.name, x.offset, x.head,
+           x.lag, x.applied, x.state, x.error);
 }
 
 /// Messages a projection's actor understands (what the blocking members of `projection`
@@ -288,8 +288,8 @@ public:
   /// if (st && st->state == annals::actors::projection_state::failed)
   ///   std::cerr << st->error << '\n';
   /// ```
-  caf::expected<projection_status> status(std::chrono::milliseconds timeout
-                                          = std::chrono::seconds{10}) const;
+  caf::expected<projection_status> status(std::chrono::milliseconds timeout = std::chrono::seconds{
+                                            10}) const;
 
   /// Waits until the projection has processed `offset` (then returns its status), has
   /// failed (returns its error), or `timeout` passed (`projection_errc::timeout`).
@@ -317,7 +317,6 @@ public:
   explicit projection(std::shared_ptr<impl> ptr);
 
 private:
-
   std::shared_ptr<impl> impl_;
 };
 
@@ -326,8 +325,7 @@ private:
 /// The returned handle owns the projection. Start-up errors (e.g. an unreadable offset)
 /// show up as state `failed` in the status, never as an exception.
 projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,
-                            std::shared_ptr<projection_handler> handler,
-                            projection_options opts);
+                            std::shared_ptr<projection_handler> handler, projection_options opts);
 
 /// Starts an exactly-once projection of `journal` into the SQLite file `opts.path`.
 projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,
