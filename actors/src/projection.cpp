@@ -1,6 +1,7 @@
 #include "annals/actors/projection.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <optional>
 #include <span>
@@ -353,6 +354,21 @@ struct waiter_expired {
   std::uint64_t id = 0;
 };
 
+/// Sent instead of live batches while the projection's queue of them is full.
+struct live_overflow {};
+
+/// Bounds the live batches waiting in a projection's mailbox. Shared by the commit listener
+/// (journal thread) and the actor; a full queue makes the listener drop batches and post
+/// one `live_overflow`, after which the actor reads the dropped range from the journal.
+struct live_flow {
+  explicit live_flow(std::size_t max) : limit(std::max<std::size_t>(max, 1)) {}
+  const std::size_t limit;
+  std::atomic<std::size_t> queued{0};
+  std::atomic<std::uint64_t> dropped_head{0};
+  std::atomic<bool> overflow_posted{false};
+  std::atomic<std::uint64_t> dropped_batches{0};
+};
+
 } // namespace internal
 } // namespace annals::actors
 
@@ -360,6 +376,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::live_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::page_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::head_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::waiter_expired)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::live_overflow)
 
 namespace annals::actors {
 namespace internal {
@@ -371,6 +388,7 @@ struct projection_setup {
   persistence::journal_ptr journal;
   std::shared_ptr<sink> out;
   std::size_t page_size = 512;
+  std::size_t max_queued_batches = 1024;
 };
 
 struct projection_actor_state {
@@ -380,6 +398,7 @@ struct projection_actor_state {
   std::uint64_t generation = 0; // bumped by rebuild and failure: stale pages are dropped
   bool opened = false;          // the sink has loaded its offset
   std::optional<std::uint64_t> subscription;
+  std::shared_ptr<live_flow> flow;
   std::uint64_t applied = 0;
   projection_state state = projection_state::catching_up;
   caf::error error;
@@ -405,12 +424,28 @@ void subscribe(projection_actor* self) {
   auto& st = self->state;
   if (st.subscription)
     return;
-  // The listener runs on the journal's thread: it only posts a copy of the batch, through
-  // a weak handle so that it neither blocks nor keeps a stopped projection alive.
-  st.subscription =
-    st.setup.journal->subscribe([addr = self->address()](const std::vector<event_record>& batch) {
-      if (auto hdl = caf::actor_cast<caf::actor>(addr))
+  // The listener runs on the journal's thread: it only posts a copy of the batch (or, with
+  // a full queue, one overflow notice), through a weak handle so that it neither blocks nor
+  // keeps a stopped projection alive.
+  st.subscription = st.setup.journal->subscribe(
+    [addr = self->address(), flow = st.flow](const std::vector<event_record>& batch) {
+      if (batch.empty())
+        return;
+      auto hdl = caf::actor_cast<caf::actor>(addr);
+      if (!hdl)
+        return;
+      if (flow->queued.load() < flow->limit) {
+        flow->queued.fetch_add(1);
         caf::anon_send(hdl, live_batch{batch});
+        return;
+      }
+      flow->dropped_batches.fetch_add(1);
+      auto last = batch.back().offset;
+      auto cur = flow->dropped_head.load();
+      while (cur < last && !flow->dropped_head.compare_exchange_weak(cur, last)) {
+      }
+      if (!flow->overflow_posted.exchange(true))
+        caf::anon_send(hdl, live_overflow{});
     });
 }
 
@@ -487,6 +522,7 @@ std::size_t contiguous_prefix(std::span<const event_record> batch, std::uint64_t
 
 caf::behavior projection_behavior(projection_actor* self, projection_setup setup) {
   self->state.setup = std::move(setup);
+  self->state.flow = std::make_shared<live_flow>(self->state.setup.max_queued_batches);
   // Subscribe before the first read: every commit after this point arrives live, every
   // commit before it is found by the catch-up reads, so nothing falls between the two.
   subscribe(self);
@@ -500,8 +536,18 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
     request_page(self);
   }
   return {
+    [self](live_overflow) {
+      auto& st = self->state;
+      // Clear the flag before reading the head: a batch dropped after this load posts a
+      // new notice, one dropped before it is covered by the value read here.
+      st.flow->overflow_posted.store(false);
+      st.live_head = std::max(st.live_head, st.flow->dropped_head.load());
+      if (st.state == projection_state::running && st.next <= st.live_head)
+        request_page(self);
+    },
     [self](live_batch& batch) {
       auto& st = self->state;
+      st.flow->queued.fetch_sub(1);
       if (batch.records.empty())
         return;
       st.live_head = std::max(st.live_head, batch.records.back().offset);
@@ -572,6 +618,7 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
       out.head = *res.head;
       out.lag = out.head > out.offset ? out.head - out.offset : 0;
       out.applied = st.applied;
+      out.live_dropped = st.flow->dropped_batches.load();
       out.state = st.state;
       out.error = st.error ? render(st.error) : std::string{};
       rp.deliver(std::move(out));
@@ -734,9 +781,9 @@ projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr jou
     opts.offsets = std::make_shared<memory_offset_store>();
   auto out = std::make_shared<internal::handler_sink>(opts.name, opts.filter, std::move(handler),
                                                       opts.offsets);
-  return make_handle(
-    sys, opts.name,
-    {opts.name, std::move(journal), std::move(out), std::max<std::size_t>(opts.page_size, 1)});
+  return make_handle(sys, opts.name,
+                     {opts.name, std::move(journal), std::move(out),
+                      std::max<std::size_t>(opts.page_size, 1), opts.max_queued_batches});
 }
 
 projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,
@@ -744,8 +791,9 @@ projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr jou
                             sqlite_projection_options opts) {
   auto name = opts.name;
   auto page = std::max<std::size_t>(opts.page_size, 1);
+  auto queued = opts.max_queued_batches;
   auto out = std::make_shared<internal::sqlite_sink>(std::move(opts), std::move(handler));
-  return make_handle(sys, name, {name, std::move(journal), std::move(out), page});
+  return make_handle(sys, name, {name, std::move(journal), std::move(out), page, queued});
 }
 
 } // namespace annals::actors

@@ -381,6 +381,60 @@ TEST_CASE("the switch from catch-up to live neither skips nor repeats an event")
   }
 }
 
+namespace {
+
+/// Holds the projection inside `apply` of offset 1 until `open` is called.
+class gated_handler : public recording_handler {
+public:
+  void apply(const event_record& rec) override {
+    if (rec.offset == 1) {
+      std::unique_lock lk{mtx_};
+      entered_ = true;
+      cv_.notify_all();
+      if (!cv_.wait_for(lk, bound, [&] { return open_; }))
+        throw std::runtime_error{"the test never opened the gate"};
+    }
+    recording_handler::apply(rec);
+  }
+  void wait_entered() {
+    std::unique_lock lk{mtx_};
+    REQUIRE(cv_.wait_for(lk, bound, [&] { return entered_; }));
+  }
+  void open() {
+    std::lock_guard guard{mtx_};
+    open_ = true;
+    cv_.notify_all();
+  }
+
+private:
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  bool entered_ = false;
+  bool open_ = false;
+};
+
+} // namespace
+
+TEST_CASE("a projection behind the writers queues a bounded number of live commits and reads "
+          "the rest from the journal") {
+  test_system ts;
+  auto journal = std::make_shared<persistence::memory_journal>();
+  write(*journal, "account|a", 0, 1);
+  auto handler = std::make_shared<gated_handler>();
+  auto proj = spawn_projection(ts.sys, journal, handler,
+                               {.name = "slow", .page_size = 8, .max_queued_batches = 4});
+  handler->wait_entered(); // stuck on offset 1 while 300 commits go by
+  write(*journal, "account|b", 0, 300);
+  handler->open();
+  auto st = reach(proj, 301);
+  CHECK(st.live_dropped >= 300 - 4);
+  CHECK(handler->offsets() == iota_offsets(1, 301));
+  // Once caught up, live commits flow through the queue again (three fit in it).
+  write(*journal, "account|a", 1, 3);
+  CHECK(reach(proj, 304).live_dropped == st.live_dropped);
+  CHECK(handler->offsets() == iota_offsets(1, 304));
+}
+
 TEST_CASE("a rebuild clears the model and replays the whole journal") {
   test_system ts;
   auto journal = std::make_shared<persistence::memory_journal>();

@@ -197,6 +197,9 @@ struct projection_status {
   std::uint64_t head = 0;    ///< the journal's head offset when the query was answered
   std::uint64_t lag = 0;     ///< `head - offset` (0 if the projection is ahead of it)
   std::uint64_t applied = 0; ///< events handed to the handler since the actor started
+  /// Live commits not queued because the projection was behind (read from the journal
+  /// instead); a rising count means the handler is slower than the writers.
+  std::uint64_t live_dropped = 0;
   projection_state state = projection_state::catching_up;
   std::string error; ///< why it failed, empty otherwise
 
@@ -210,7 +213,7 @@ std::string to_string(projection_state st);
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, projection_status& x) {
   return f(caf::meta::type_name("annals::actors::projection_status"), x.name, x.offset, x.head,
-           x.lag, x.applied, x.state, x.error);
+           x.lag, x.applied, x.live_dropped, x.state, x.error);
 }
 
 /// Messages a projection's actor understands (what the blocking members of `projection`
@@ -240,6 +243,10 @@ struct projection_options {
   offset_store_ptr offsets;
   /// Most events read from the journal per catch-up page (one batch each).
   std::size_t page_size = 512;
+  /// Most live commits waiting in the projection's mailbox. Beyond it, commits are not
+  /// queued; the projection reads them from the journal instead (memory stays bounded when
+  /// the handler is slower than the writers).
+  std::size_t max_queued_batches = 1024;
 };
 
 /// Options of `spawn_projection` for an exactly-once projection into SQLite.
@@ -252,6 +259,8 @@ struct sqlite_projection_options {
   event_filter filter = event_filter::all();
   /// Most events read from the journal per catch-up page (one transaction each).
   std::size_t page_size = 512;
+  /// Most live commits waiting in the projection's mailbox; see `projection_options`.
+  std::size_t max_queued_batches = 1024;
   /// `synchronous=FULL` instead of `NORMAL`. Either way model and offset commit together;
   /// with `NORMAL` a power loss may roll both back to an earlier, still consistent, point.
   bool fsync_each_batch = false;
