@@ -268,7 +268,9 @@ struct sqlite_projection_options {
   std::chrono::milliseconds busy_timeout{10'000};
 };
 
-/// The owning handle of a running projection: its destructor stops the projection.
+/// The owning handle of a running projection: its destructor stops the projection (see
+/// `stop`), so a handle must not outlive its `caf::actor_system`; and a running projection
+/// keeps `~actor_system` waiting, so stop (or destroy) handles before the system.
 ///
 /// The blocking members are for plain code (main, tests, tools); they park the calling
 /// thread, so never call them from a CAF actor. Actors talk to `actor()` directly with the
@@ -314,8 +316,9 @@ public:
   /// restarts a failed projection. Returns once the reset is done (not the replay).
   caf::error rebuild(std::chrono::milliseconds timeout = std::chrono::seconds{10}) const;
 
-  /// Stops the projection after the batch in progress; idempotent. The stored offset stays
-  /// where that batch left it.
+  /// Stops the projection after the batch in progress and waits (at most 30 s) until its
+  /// actor has ended, so that a projection restarted under the same name never overlaps
+  /// the old one; idempotent. The stored offset stays where that batch left it.
   void stop();
 
   /// The projection's actor, for CAF clients.
