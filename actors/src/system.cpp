@@ -6,6 +6,7 @@
 #include <caf/atom.hpp>
 
 #include "annals/error.hpp"
+#include "annals/actors/projection.hpp"
 #include "annals/persistence/journal.hpp"
 
 namespace annals::actors {
@@ -20,8 +21,9 @@ void configure(caf::actor_system_config& cfg) {
   // Touch the categories so that their code names are registered before first use.
   (void)make_error(errc::handler_failed);
   (void)make_error(persistence::journal_errc::conflict);
-  cfg.add_error_category(caf::atom("annals"), renderer);
-  cfg.add_error_category(caf::atom("journal"), renderer);
+  (void)make_error(projection_errc::handler_failed);
+  for (auto category : {caf::atom("annals"), caf::atom("journal"), caf::atom("projection")})
+    cfg.add_error_category(category, renderer);
 }
 
 } // namespace annals::actors

@@ -1,0 +1,502 @@
+#pragma once
+
+// The aggregate actor: one per aggregate id. Its phases follow the lifecycle:
+//   recovering  load the newest decodable snapshot, then replay the events after it;
+//   running     one command at a time; a handler suspended in persist holds the rest back;
+//   reloading   after a failed or timed-out append, re-read the tail before going on;
+//   recomputing answer a duplicate command whose reply was lost in a restart by re-running
+//               it on the state just before its events;
+//   failed      recovery hit data it cannot decode; every command gets that error.
+// Commands wait in `queue_` in arrival order during every phase but running-and-idle.
+
+#include <any>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <caf/actor_cast.hpp>
+#include <caf/behavior.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_response_promise.hpp>
+
+#include "annals/actors/detail/messages.hpp"
+#include "annals/actors/detail/runtime_context.hpp"
+#include "annals/aggregate.hpp"
+#include "annals/codec.hpp"
+
+namespace annals::actors::detail {
+
+template <class T>
+class typed_run final : public run_base {
+public:
+  explicit typed_run(command_run<T> run) : run_(std::move(run)) {
+  }
+  bool done() const noexcept override {
+    return run_.done();
+  }
+  caf::expected<std::any> take() override {
+    auto r = run_.take();
+    if (!r)
+      return std::move(r.error());
+    if constexpr (std::is_void_v<T>)
+      return std::any{caf::unit};
+    else
+      return std::any{std::move(*r)};
+  }
+  void abandon() noexcept override {
+    run_.abandon();
+  }
+
+private:
+  command_run<T> run_;
+};
+
+/// Makes the `start` function of an envelope for command `C` on aggregate type `A`.
+template <class A, class C>
+std::function<std::unique_ptr<run_base>(void*)> make_starter(C cmd) {
+  auto boxed = std::make_shared<C>(std::move(cmd));
+  return [boxed](void* agg) -> std::unique_ptr<run_base> {
+    using T = reply_t<A, C>;
+    return std::make_unique<typed_run<T>>(
+      command_run<T>::start(*static_cast<A*>(agg), std::move(*boxed)));
+  };
+}
+
+/// Completes every persist at once without storing anything; used to recompute a reply.
+class discarding_port final : public persist_port {
+public:
+  bool begin(pending_persist& op) override {
+    op.apply();
+    return false;
+  }
+};
+
+int64_t now_us();
+
+template <class State>
+constexpr bool snapshottable = requires { State::name; }
+                               && boost::json::has_value_from<State>::value
+                               && boost::json::has_value_to<State>::value;
+
+template <class A>
+class aggregate_runtime final : public persist_port {
+public:
+  using state_type = typename A::state_type;
+  using codec_type = typename A::codec_type;
+
+  aggregate_runtime(caf::event_based_actor* self, std::shared_ptr<const runtime_context> ctx,
+                    std::string id)
+    : self_(self), ctx_(std::move(ctx)), pid_(ctx_->type_name + "|" + id) {
+    aggregate_access::set_port(agg_, this);
+  }
+
+  aggregate_runtime(const aggregate_runtime&) = delete;
+  aggregate_runtime& operator=(const aggregate_runtime&) = delete;
+
+  ~aggregate_runtime() override {
+    // Frames of a handler still suspended (the actor is being killed) die with it.
+    if (run_)
+      run_->abandon();
+  }
+
+  void start() {
+    ctx_->stats->recoveries.fetch_add(1, std::memory_order_relaxed);
+    phase_ = phase::recovering;
+    if (ctx_->snapshots && snapshottable<state_type> && ctx_->options.snapshot_every > 0) {
+      auto token = next_token();
+      ctx_->snapshots->load(pid_, [hdl = handle(), token](auto res) {
+        caf::anon_send(hdl, snapshots_read{token, std::move(res)});
+      });
+      arm_timeout(token);
+    } else {
+      read_tail(phase::recovering);
+    }
+  }
+
+  caf::typed_response_promise<reply_msg> on_command(envelope& env) {
+    auto rp = self_->make_response_promise<reply_msg>();
+    queue_.push_back(queued{std::move(env), rp});
+    pump();
+    return rp;
+  }
+
+  void on_snapshots(snapshots_read& msg) {
+    if (msg.token != awaited_)
+      return;
+    awaited_ = 0;
+    if (msg.result) {
+      for (auto& snap : *msg.result) {
+        if constexpr (snapshottable<state_type>) {
+          auto st = type_codec<state_type>::from_json(snap.version, snap.payload);
+          if (st) {
+            aggregate_access::reset(agg_, std::move(*st));
+            seq_ = snap.seq;
+            break;
+          }
+          ctx_->warn("skipping snapshot of " + pid_ + " at seq " + std::to_string(snap.seq)
+                     + ": " + render(st.error()));
+        }
+      }
+    } else {
+      ctx_->warn("snapshots of " + pid_ + " unavailable, replaying all events: "
+                 + render(msg.result.error()));
+    }
+    read_tail(phase::recovering);
+  }
+
+  void on_events(events_read& msg) {
+    if (msg.token != awaited_)
+      return;
+    awaited_ = 0;
+    if (!msg.result)
+      return read_failed(std::move(msg.result.error()));
+    auto& records = *msg.result;
+    if (phase_ == phase::recomputing)
+      return on_recompute_page(records);
+    for (auto& rec : records) {
+      auto ev = codec_type::decode(rec.name, rec.version, rec.payload);
+      if (!ev)
+        return read_failed(make_error(
+          persistence::journal_errc::corrupt_row,
+          "persistence id " + pid_ + ", seq " + std::to_string(rec.seq) + ": "
+            + render(ev.error())));
+      aggregate_access::apply(agg_, *ev);
+      seq_ = rec.seq;
+      remember(rec.metadata.command_id, rec.seq, std::nullopt);
+    }
+    ctx_->stats->events_replayed.fetch_add(records.size(), std::memory_order_relaxed);
+    if (records.size() >= ctx_->options.replay_page)
+      return read_tail(phase_);
+    phase_ = phase::running;
+    pump();
+  }
+
+  void on_append(append_done& msg) {
+    if (msg.token != awaited_ || op_ == nullptr)
+      return; // a late answer to an append that already timed out; the reload covers it
+    awaited_ = 0;
+    auto* op = std::exchange(op_, nullptr);
+    if (!msg.result)
+      return fail_current(std::move(msg.result.error()));
+    seq_ = msg.result->last_seq;
+    since_snapshot_ += op->events.size();
+    ctx_->stats->events_persisted.fetch_add(op->events.size(), std::memory_order_relaxed);
+    current_seq_range_ = {current_seq_range_.first ? current_seq_range_.first
+                                                   : msg.result->first_seq,
+                          msg.result->last_seq};
+    op->apply();
+    op->continuation.resume();
+    after_resume();
+  }
+
+  void on_timeout(io_timeout& msg) {
+    if (msg.token != awaited_)
+      return;
+    awaited_ = 0;
+    auto err = make_error(errc::timeout, "the journal did not answer within "
+                                           + std::to_string(ctx_->options.journal_timeout.count())
+                                           + " ms for " + pid_);
+    if (op_ != nullptr) {
+      op_ = nullptr;
+      fail_current(std::move(err));
+    } else {
+      read_failed(std::move(err));
+    }
+  }
+
+  void on_stop() {
+    stop_requested_ = true;
+    quit_if_idle();
+  }
+
+  bool idle() const noexcept {
+    return !current_ && queue_.empty() && phase_ == phase::running;
+  }
+
+  // persist_port
+  bool begin(pending_persist& op) override {
+    op_ = &op;
+    auto token = next_token();
+    persistence::append_request req{pid_, seq_, op.events, current_->env.metadata};
+    ctx_->journal->append(std::move(req), [hdl = handle(), token](auto res) {
+      caf::anon_send(hdl, append_done{token, std::move(res)});
+    });
+    arm_timeout(token);
+    return true;
+  }
+
+private:
+  enum class phase { recovering, running, reloading, recomputing, failed };
+
+  struct queued {
+    envelope env;
+    caf::typed_response_promise<reply_msg> rp;
+  };
+
+  struct dedupe_entry {
+    std::uint64_t first_seq;
+    std::uint64_t last_seq;
+    std::optional<std::any> reply;
+  };
+
+  caf::actor handle() const {
+    return caf::actor_cast<caf::actor>(self_);
+  }
+
+  std::uint64_t next_token() {
+    awaited_ = ++token_;
+    return awaited_;
+  }
+
+  void arm_timeout(std::uint64_t token) {
+    self_->delayed_send(self_, ctx_->options.journal_timeout, io_timeout{token});
+  }
+
+  void read_tail(phase next) {
+    phase_ = next;
+    auto token = next_token();
+    ctx_->journal->read_stream(pid_, seq_ + 1, std::numeric_limits<std::uint64_t>::max(),
+                               ctx_->options.replay_page,
+                               [hdl = handle(), token](auto res) {
+                                 caf::anon_send(hdl, events_read{token, std::move(res)});
+                               });
+    arm_timeout(token);
+  }
+
+  void read_failed(caf::error err) {
+    if (phase_ == phase::recomputing) {
+      // Only the duplicate command fails; the aggregate itself is fine.
+      finish_current(std::move(err));
+      phase_ = phase::running;
+      return pump();
+    }
+    // Without its full history the aggregate cannot serve any command correctly.
+    phase_ = phase::failed;
+    failure_ = std::move(err);
+    ctx_->warn("aggregate " + pid_ + " failed to recover: " + render(failure_));
+    for (auto& q : queue_)
+      q.rp.deliver(failure_);
+    ctx_->stats->commands_failed.fetch_add(queue_.size(), std::memory_order_relaxed);
+    queue_.clear();
+    self_->quit(failure_);
+  }
+
+  void pump() {
+    while (phase_ == phase::running && !current_ && !queue_.empty()) {
+      current_.emplace(std::move(queue_.front()));
+      queue_.pop_front();
+      current_seq_range_ = {0, 0};
+      const auto& cid = current_->env.metadata.command_id;
+      if (!cid.empty()) {
+        if (auto i = seen_.find(cid); i != seen_.end()) {
+          ctx_->stats->duplicates.fetch_add(1, std::memory_order_relaxed);
+          if (i->second.reply) {
+            finish_current(*i->second.reply);
+            continue;
+          }
+          start_recompute(i->second.first_seq);
+          return;
+        }
+      }
+      run_ = current_->env.start(static_cast<void*>(&agg_));
+      after_resume();
+    }
+    quit_if_idle();
+  }
+
+  // Called after a handler started or resumed: finishes the command if it is done.
+  void after_resume() {
+    if (!run_ || !run_->done())
+      return;
+    auto result = run_->take();
+    run_.reset();
+    if (result && current_seq_range_.first != 0)
+      remember(current_->env.metadata.command_id, current_seq_range_.first, *result);
+    finish_current(std::move(result));
+    maybe_snapshot();
+    pump();
+  }
+
+  void finish_current(caf::expected<std::any> result) {
+    auto q = std::move(*current_);
+    current_.reset();
+    if (result) {
+      ctx_->stats->commands_handled.fetch_add(1, std::memory_order_relaxed);
+      q.rp.deliver(reply_msg{std::move(*result)});
+    } else {
+      ctx_->stats->commands_failed.fetch_add(1, std::memory_order_relaxed);
+      q.rp.deliver(std::move(result.error()));
+    }
+  }
+
+  // A persist failed or timed out: the handler never resumes, nothing is applied, the
+  // caller gets the cause, and the tail is re-read (a timed-out append may have committed).
+  void fail_current(caf::error err) {
+    if (run_) {
+      run_->abandon();
+      run_.reset();
+    }
+    finish_current(std::move(err));
+    read_tail(phase::reloading);
+  }
+
+  void remember(const std::string& command_id, std::uint64_t seq,
+                std::optional<std::any> reply) {
+    if (command_id.empty() || ctx_->options.dedupe_window == 0)
+      return;
+    auto [i, added] = seen_.try_emplace(command_id, dedupe_entry{seq, seq, std::move(reply)});
+    if (!added) {
+      i->second.last_seq = seq;
+      return;
+    }
+    seen_order_.push_back(command_id);
+    if (seen_order_.size() > ctx_->options.dedupe_window) {
+      seen_.erase(seen_order_.front());
+      seen_order_.pop_front();
+    }
+  }
+
+  void maybe_snapshot() {
+    if constexpr (snapshottable<state_type>) {
+      auto every = ctx_->options.snapshot_every;
+      if (!ctx_->snapshots || every == 0 || since_snapshot_ < every)
+        return;
+      since_snapshot_ = 0;
+      persistence::snapshot_record snap{pid_,
+                                        seq_,
+                                        std::string{state_type::name},
+                                        schema_version<state_type>(),
+                                        type_codec<state_type>::to_json(agg_.state()),
+                                        now_us()};
+      auto ctx = ctx_;
+      auto pid = pid_;
+      ctx_->snapshots->save(std::move(snap), [ctx, pid](caf::expected<caf::unit_t> r) {
+        if (r)
+          ctx->stats->snapshots_written.fetch_add(1, std::memory_order_relaxed);
+        else
+          ctx->warn("snapshot of " + pid + " not written: " + render(r.error()));
+      });
+    }
+  }
+
+  // Duplicate whose reply was lost in a restart: rebuild the state just before the
+  // command's first event and run the command again without storing anything. Handlers
+  // are deterministic functions of state and command, so the reply is the original one.
+  void start_recompute(std::uint64_t first_seq) {
+    phase_ = phase::recomputing;
+    scratch_ = std::make_unique<A>();
+    recompute_until_ = first_seq - 1;
+    recompute_next_ = 1;
+    read_scratch_page();
+  }
+
+  void read_scratch_page() {
+    if (recompute_next_ > recompute_until_)
+      return finish_recompute();
+    auto token = next_token();
+    ctx_->journal->read_stream(pid_, recompute_next_, recompute_until_,
+                               ctx_->options.replay_page,
+                               [hdl = handle(), token](auto res) {
+                                 caf::anon_send(hdl, events_read{token, std::move(res)});
+                               });
+    arm_timeout(token);
+  }
+
+  void on_recompute_page(std::vector<persistence::event_record>& records) {
+    for (auto& rec : records) {
+      auto ev = codec_type::decode(rec.name, rec.version, rec.payload);
+      if (!ev)
+        return read_failed(ev.error());
+      aggregate_access::apply(*scratch_, *ev);
+      recompute_next_ = rec.seq + 1;
+    }
+    if (records.empty())
+      recompute_next_ = recompute_until_ + 1;
+    read_scratch_page();
+  }
+
+  void finish_recompute() {
+    discarding_port port;
+    aggregate_access::set_port(*scratch_, &port);
+    auto run = current_->env.start(static_cast<void*>(scratch_.get()));
+    caf::expected<std::any> result = make_error(
+      errc::handler_failed, "re-running a duplicate command did not complete");
+    if (run->done())
+      result = run->take();
+    else
+      run->abandon();
+    run.reset();
+    scratch_.reset();
+    if (result)
+      seen_[current_->env.metadata.command_id].reply = *result;
+    finish_current(std::move(result));
+    phase_ = phase::running;
+    pump();
+  }
+
+  void quit_if_idle() {
+    if (stop_requested_ && idle())
+      self_->quit();
+  }
+
+  caf::event_based_actor* self_;
+  std::shared_ptr<const runtime_context> ctx_;
+  std::string pid_;
+  A agg_;
+  std::uint64_t seq_ = 0;
+  phase phase_ = phase::recovering;
+  std::deque<queued> queue_;
+  std::optional<queued> current_;
+  std::unique_ptr<run_base> run_;
+  pending_persist* op_ = nullptr;
+  std::pair<std::uint64_t, std::uint64_t> current_seq_range_{0, 0};
+  std::uint64_t token_ = 0;
+  std::uint64_t awaited_ = 0;
+  std::size_t since_snapshot_ = 0;
+  std::unordered_map<std::string, dedupe_entry> seen_;
+  std::deque<std::string> seen_order_;
+  std::unique_ptr<A> scratch_;
+  std::uint64_t recompute_until_ = 0;
+  std::uint64_t recompute_next_ = 0;
+  caf::error failure_;
+  bool stop_requested_ = false;
+};
+
+template <class A>
+struct aggregate_actor_state {
+  std::unique_ptr<aggregate_runtime<A>> rt;
+};
+
+template <class A>
+caf::behavior aggregate_actor(caf::stateful_actor<aggregate_actor_state<A>>* self,
+                              std::shared_ptr<const runtime_context> ctx, std::string id,
+                              caf::actor registry) {
+  auto idle = ctx->options.idle_timeout.count() > 0 ? caf::duration{ctx->options.idle_timeout}
+                                                    : caf::duration{caf::infinite};
+  self->state.rt = std::make_unique<aggregate_runtime<A>>(self, std::move(ctx), std::move(id));
+  self->state.rt->start();
+  auto* rt = self->state.rt.get();
+  return {
+    [rt](envelope& env) -> caf::result<reply_msg> { return rt->on_command(env); },
+    [rt](append_done& m) { rt->on_append(m); },
+    [rt](events_read& m) { rt->on_events(m); },
+    [rt](snapshots_read& m) { rt->on_snapshots(m); },
+    [rt](io_timeout& m) { rt->on_timeout(m); },
+    [rt](stop_atom) { rt->on_stop(); },
+    caf::after(idle) >>
+      [self, rt, registry] {
+        // Only the registry may retire an actor: it first stops routing to it.
+        if (rt->idle())
+          self->send(registry, passivate_atom::value);
+      },
+  };
+}
+
+} // namespace annals::actors::detail

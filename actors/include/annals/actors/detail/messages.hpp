@@ -1,0 +1,76 @@
+#pragma once
+
+// Messages between clients, the registry and aggregate actors. They never leave the
+// process (CAF_ALLOW_UNSAFE_MESSAGE_TYPE); a remote placement would send the command as
+// JSON instead.
+
+#include <any>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/expected.hpp>
+
+#include "annals/event.hpp"
+#include "annals/persistence/journal.hpp"
+
+namespace annals::actors::detail {
+
+/// A command in progress, with its reply type erased.
+class run_base {
+public:
+  virtual ~run_base() = default;
+  virtual bool done() const noexcept = 0;
+  virtual caf::expected<std::any> take() = 0;
+  virtual void abandon() noexcept = 0;
+};
+
+/// A command on its way to an aggregate, with its type erased.
+struct envelope {
+  std::string type_name;     ///< the aggregate type, e.g. `account`
+  std::string id;            ///< the aggregate id, e.g. `acc-42`
+  event_metadata metadata;   ///< command id (idempotency key) and correlation id
+  /// Starts the typed command on the aggregate behind `agg` (an `A*`). Called once.
+  std::function<std::unique_ptr<run_base>(void* agg)> start;
+};
+
+/// The value of a successful reply; errors travel as `caf::error`.
+struct reply_msg {
+  std::any value;
+};
+
+struct append_done {
+  std::uint64_t token;
+  caf::expected<persistence::append_result> result;
+};
+
+struct events_read {
+  std::uint64_t token;
+  caf::expected<std::vector<persistence::event_record>> result;
+};
+
+struct snapshots_read {
+  std::uint64_t token;
+  caf::expected<std::vector<persistence::snapshot_record>> result;
+};
+
+struct io_timeout {
+  std::uint64_t token;
+};
+
+using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+
+} // namespace annals::actors::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::envelope)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::reply_msg)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::append_done)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::events_read)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::snapshots_read)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::io_timeout)

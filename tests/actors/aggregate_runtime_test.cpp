@@ -1,0 +1,387 @@
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <numeric>
+
+#include <caf/event_based_actor.hpp>
+
+#include "account/account.hpp"
+#include "annals/actors/host.hpp"
+#include "runtime_fixtures.hpp"
+
+using namespace rt;
+using annals::actors::host;
+using bank::account;
+using bank::account_errc;
+
+namespace {
+
+// Sends `n` commands at once from one actor and waits for every reply, at most `bound`.
+template <class C>
+std::vector<caf::expected<std::int64_t>> fire(caf::actor_system& sys, host& h, std::string id,
+                                              std::size_t n, std::function<C(std::size_t)> make,
+                                              std::chrono::milliseconds bound = 60s) {
+  auto replies = std::make_shared<std::vector<caf::expected<std::int64_t>>>(
+    n, caf::expected<std::int64_t>{std::int64_t{-1}});
+  auto done = std::make_shared<latch>(n);
+  sys.spawn([&h, id, n, make, replies, done](caf::event_based_actor* self) {
+    for (std::size_t i = 0; i < n; ++i)
+      h.request<account>(self, id, make(i), 30s, [i, replies, done](caf::expected<std::int64_t> r) {
+        (*replies)[i] = std::move(r);
+        done->count_down();
+      });
+  });
+  REQUIRE(done->wait(bound));
+  return std::move(*replies);
+}
+
+} // namespace
+
+TEST_CASE("a command to a new id starts its aggregate, which handles it", "[runtime]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  auto opened = h.ask<account>("acc-1", bank::open{"Ada"});
+  REQUIRE(opened);
+  auto bal = h.ask<account>("acc-1", bank::deposit{500});
+  REQUIRE(bal);
+  CHECK(*bal == 500);
+  auto refused = h.ask<account>("acc-1", bank::withdraw{501});
+  REQUIRE_FALSE(refused);
+  CHECK(annals::is(refused.error(), account_errc::insufficient_funds));
+  auto events = stream(*journal, "account|acc-1");
+  REQUIRE(events.size() == 2);
+  CHECK(events[1].name == "bank.deposited");
+  CHECK(events[1].payload == R"({"cents":500})");
+}
+
+TEST_CASE("1,000 concurrent deposits to one account get sequence numbers 1..1000 in order",
+          "[runtime][concurrency]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+  auto replies = fire<bank::deposit>(sys, h, "acc", 1000,
+                                     [](std::size_t i) { return bank::deposit{std::int64_t(i + 1)}; });
+  std::vector<std::int64_t> balances;
+  for (auto& r : replies) {
+    REQUIRE(r);
+    balances.push_back(*r);
+  }
+  // Each reply is the balance right after that deposit: all distinct, the last is the sum.
+  std::sort(balances.begin(), balances.end());
+  CHECK(std::adjacent_find(balances.begin(), balances.end()) == balances.end());
+  CHECK(balances.back() == 1000 * 1001 / 2);
+  auto events = stream(*journal, "account|acc");
+  REQUIRE(events.size() == 1001);
+  for (std::size_t i = 0; i < events.size(); ++i)
+    CHECK(events[i].seq == i + 1);
+  CHECK(*h.ask<account>("acc", bank::get_balance{}) == 500500);
+}
+
+TEST_CASE("an aggregate recovers the same state after the actor system stops", "[runtime][recovery]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  {
+    system_config cfg;
+    caf::actor_system sys{cfg};
+    host h{sys, journal};
+    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+    for (int i = 1; i <= 20; ++i)
+      REQUIRE(h.ask<account>("acc", bank::deposit{i}));
+    REQUIRE(h.ask<account>("acc", bank::withdraw{10}));
+  }
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  auto bal = h.ask<account>("acc", bank::get_balance{});
+  REQUIRE(bal);
+  CHECK(*bal == 210 - 10);
+  CHECK(h.metrics().events_replayed == 22);
+  CHECK(*h.ask<account>("acc", bank::deposit{1}) == 201);
+}
+
+TEST_CASE("recovery from a snapshot plus the tail equals a full replay", "[runtime][snapshots]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  auto snapshots = std::make_shared<ap::memory_snapshot_store>(2);
+  {
+    system_config cfg;
+    caf::actor_system sys{cfg};
+    host h{sys, journal, snapshots};
+    REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+    REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+    for (int i = 1; i <= 24; ++i)
+      REQUIRE(h.ask<account>("acc", bank::deposit{i}));
+  }
+  auto snaps = ap::wait_for<std::vector<ap::snapshot_record>>(
+    [&](auto cb) { snapshots->load("account|acc", std::move(cb)); }, 10s);
+  REQUIRE(snaps);
+  REQUIRE_FALSE(snaps->empty());
+  CHECK(snaps->front().seq == 20);
+  std::int64_t with_snapshot = 0;
+  std::int64_t full = 0;
+  {
+    system_config cfg;
+    caf::actor_system sys{cfg};
+    host h{sys, journal, snapshots};
+    REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+    with_snapshot = *h.ask<account>("acc", bank::get_balance{});
+    CHECK(h.metrics().events_replayed == 5); // seq 21..25 only
+  }
+  {
+    system_config cfg;
+    caf::actor_system sys{cfg};
+    host h{sys, journal};
+    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    full = *h.ask<account>("acc", bank::get_balance{});
+    CHECK(h.metrics().events_replayed == 25);
+  }
+  CHECK(with_snapshot == 300);
+  CHECK(with_snapshot == full);
+}
+
+TEST_CASE("a snapshot that does not decode is skipped and recovery replays instead",
+          "[runtime][snapshots]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  auto snapshots = std::make_shared<ap::memory_snapshot_store>(2);
+  std::vector<std::string> warnings;
+  std::mutex mtx;
+  {
+    system_config cfg;
+    caf::actor_system sys{cfg};
+    host h{sys, journal};
+    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+    REQUIRE(h.ask<account>("acc", bank::deposit{70}));
+  }
+  REQUIRE(ap::wait_for<caf::unit_t>(
+    [&](auto cb) {
+      snapshots->save({"account|acc", 2, "bank.account_state", 1, R"({"broken":)", 0},
+                      std::move(cb));
+    },
+    10s));
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal, snapshots, {.warn = [&](std::string_view w) {
+                                     std::lock_guard guard{mtx};
+                                     warnings.emplace_back(w);
+                                   }}};
+  REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+  CHECK(*h.ask<account>("acc", bank::get_balance{}) == 70);
+  std::lock_guard guard{mtx};
+  REQUIRE(warnings.size() == 1);
+  CHECK_THAT(warnings[0], Catch::Contains("skipping snapshot of account|acc at seq 2"));
+}
+
+TEST_CASE("commands sent during recovery are all answered, in arrival order",
+          "[runtime][recovery]") {
+  auto journal = std::make_shared<holding_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+  REQUIRE(h.ask<account>("acc", bank::deposit{1000}));
+  // A second host on the same journal recovers the account while its reads are held.
+  host h2{sys, journal};
+  REQUIRE_FALSE(h2.register_aggregate<account>("account"));
+  journal->hold_reads(true);
+  auto replies = std::make_shared<std::vector<std::int64_t>>();
+  auto done = std::make_shared<latch>(50);
+  sys.spawn([&h2, replies, done](caf::event_based_actor* self) {
+    for (int i = 0; i < 50; ++i)
+      h2.request<account>(self, "acc", bank::deposit{1}, 30s,
+                          [replies, done](caf::expected<std::int64_t> r) {
+                            replies->push_back(r ? *r : -1);
+                            done->count_down();
+                          });
+  });
+  // Wait until recovery is parked on the held read, then release it.
+  for (int i = 0; i < 1000 && journal->held() == 0; ++i)
+    std::this_thread::yield();
+  journal->hold_reads(false);
+  REQUIRE(done->wait());
+  std::vector<std::int64_t> expected(50);
+  std::iota(expected.begin(), expected.end(), 1001);
+  CHECK(*replies == expected);
+}
+
+TEST_CASE("a failed append leaves the state unchanged and the next command works",
+          "[runtime][failure]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+  REQUIRE(h.ask<account>("acc", bank::deposit{100}));
+  journal->fail_appends_with(annals::make_error(ap::journal_errc::disk_full, "test: no space"));
+  auto failed = h.ask<account>("acc", bank::deposit{50});
+  REQUIRE_FALSE(failed);
+  CHECK(annals::is(failed.error(), ap::journal_errc::disk_full));
+  CHECK(*h.ask<account>("acc", bank::get_balance{}) == 100);
+  journal->fail_appends_with(caf::error{});
+  CHECK(*h.ask<account>("acc", bank::deposit{50}) == 150);
+  CHECK(stream(*journal, "account|acc").size() == 3);
+}
+
+TEST_CASE("an append the journal does not acknowledge in time fails with a timeout and the "
+          "aggregate never serves what the journal lacks",
+          "[runtime][failure]") {
+  auto journal = std::make_shared<holding_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account", {.journal_timeout = 200ms}));
+  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+  journal->hold_appends(true);
+  auto timed_out = h.ask<account>("acc", bank::deposit{40});
+  REQUIRE_FALSE(timed_out);
+  CHECK(annals::is(timed_out.error(), annals::errc::timeout));
+  CHECK(*h.ask<account>("acc", bank::get_balance{}) == 0);
+  journal->hold_appends(false); // the late append commits now
+  // The aggregate's view is stale (it never saw the late commit); its next write detects
+  // that as a conflict and re-reads the tail, after which it includes the late event.
+  auto next = h.ask<account>("acc", bank::deposit{2});
+  if (!next) {
+    CHECK(annals::is(next.error(), ap::journal_errc::conflict));
+    next = h.ask<account>("acc", bank::deposit{2});
+  }
+  REQUIRE(next);
+  CHECK(*next == 42);
+  std::int64_t folded = 0;
+  for (auto& e : stream(*journal->inner, "account|acc"))
+    if (e.name == "bank.deposited")
+      folded += std::stoll(e.payload.substr(9));
+  CHECK(folded == 42);
+}
+
+TEST_CASE("an exception in a handler becomes an error reply and the aggregate goes on",
+          "[runtime][failure]") {
+  struct boom {};
+  struct fragile : annals::aggregate<bank::account_state, bank::opened, bank::deposited> {
+    annals::task<std::int64_t> handle(bank::deposit cmd) {
+      co_await persist(bank::deposited{cmd.cents});
+      co_return state().balance;
+    }
+    annals::task<std::int64_t> handle(boom) {
+      throw std::runtime_error{"handler exploded"};
+      co_return 0;
+    }
+  };
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<fragile>("fragile"));
+  auto r = h.ask<fragile>("f", boom{});
+  REQUIRE_FALSE(r);
+  CHECK(annals::render(r.error()) == "annals.handler_failed: handler exploded");
+  CHECK(*h.ask<fragile>("f", bank::deposit{3}) == 3);
+}
+
+TEST_CASE("a command id makes a retry return the first reply and persist nothing, also "
+          "after a restart",
+          "[runtime][idempotency]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  annals::actors::command_options key{.command_id = "req-7"};
+  {
+    system_config cfg;
+    caf::actor_system sys{cfg};
+    host h{sys, journal};
+    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+    CHECK(*h.ask<account>("acc", bank::deposit{100}, 10s, key) == 100);
+    CHECK(*h.ask<account>("acc", bank::deposit{5}) == 105);
+    CHECK(*h.ask<account>("acc", bank::deposit{100}, 10s, key) == 100);
+    CHECK(h.metrics().duplicates == 1);
+  }
+  CHECK(stream(*journal, "account|acc").size() == 3);
+  CHECK(stream(*journal, "account|acc")[1].metadata.command_id == "req-7");
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  CHECK(*h.ask<account>("acc", bank::deposit{100}, 10s, key) == 100);
+  CHECK(stream(*journal, "account|acc").size() == 3);
+  CHECK(*h.ask<account>("acc", bank::get_balance{}) == 105);
+}
+
+TEST_CASE("passivation and reactivation under concurrent commands lose nothing",
+          "[runtime][passivation]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal, nullptr, {.max_live = 3}};
+  REQUIRE_FALSE(h.register_aggregate<account>("account", {.idle_timeout = 5ms}));
+  constexpr std::size_t accounts = 10;
+  for (std::size_t a = 0; a < accounts; ++a)
+    REQUIRE(h.ask<account>("acc-" + std::to_string(a), bank::open{"owner"}));
+  auto done = std::make_shared<latch>(accounts * 100);
+  auto failures = std::make_shared<std::atomic<int>>(0);
+  sys.spawn([&h, done, failures](caf::event_based_actor* self) {
+    for (int round = 0; round < 100; ++round)
+      for (std::size_t a = 0; a < accounts; ++a)
+        h.request<account>(self, "acc-" + std::to_string(a), bank::deposit{1}, 30s,
+                           [done, failures](caf::expected<std::int64_t> r) {
+                             if (!r)
+                               ++*failures;
+                             done->count_down();
+                           });
+  });
+  REQUIRE(done->wait());
+  CHECK(*failures == 0);
+  CHECK(h.metrics().passivations > 0);
+  CHECK(*h.live_count() <= 3);
+  for (std::size_t a = 0; a < accounts; ++a) {
+    auto id = "acc-" + std::to_string(a);
+    CHECK(*h.ask<account>(id, bank::get_balance{}) == 100);
+    auto events = stream(*journal, "account|" + id);
+    REQUIRE(events.size() == 101);
+    CHECK(events.back().seq == 101);
+  }
+}
+
+TEST_CASE("bad ids and unregistered types get clear errors", "[runtime][errors]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  auto unregistered = h.ask<account>("acc", bank::get_balance{});
+  REQUIRE_FALSE(unregistered);
+  CHECK_THAT(annals::render(unregistered.error()), Catch::Contains("not registered"));
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  CHECK(h.register_aggregate<account>("account"));
+  CHECK(h.register_aggregate<account>("acc|ount"));
+  CHECK_THAT(annals::render(h.ask<account>("", bank::get_balance{}).error()),
+             Catch::Contains("empty"));
+  CHECK_THAT(annals::render(h.ask<account>(std::string(256, 'x'), bank::get_balance{}).error()),
+             Catch::Contains("at most 255"));
+  CHECK_THAT(annals::render(h.ask<account>("a\nb", bank::get_balance{}).error()),
+             Catch::Contains("control character"));
+}
+
+TEST_CASE("an aggregate whose stored events do not decode refuses commands with the cause",
+          "[runtime][errors]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  auto appended = ap::wait_for<ap::append_result>(
+    [&](auto cb) {
+      journal->append({"account|bad", 0, {{"bank.opened", 1, R"({"owner":7})", {}}}, {}},
+                      std::move(cb));
+    },
+    10s);
+  REQUIRE(appended);
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal, nullptr, {.warn = [](std::string_view) {}}};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  auto r = h.ask<account>("bad", bank::deposit{1});
+  REQUIRE_FALSE(r);
+  CHECK(annals::is(r.error(), ap::journal_errc::corrupt_row));
+  CHECK_THAT(annals::render(r.error()), Catch::Contains("account|bad, seq 1"));
+}
