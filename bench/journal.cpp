@@ -149,8 +149,8 @@ void run_journal_appends(const std::string& path, const std::vector<row>& rows,
     }
 
     void done(std::size_t i, bool ok) {
-      latency_ms[i]
-        = std::chrono::duration<double, std::milli>(clock_type::now() - started[i]).count();
+      latency_ms[i] =
+        std::chrono::duration<double, std::milli>(clock_type::now() - started[i]).count();
       std::lock_guard guard{mtx};
       if (!ok)
         ++failed;
@@ -232,7 +232,7 @@ void run_journal_replay(const std::string& path, std::size_t page, replay_figure
   out.rows = rows;
   out.rows_per_s = std::max(out.rows_per_s, static_cast<double>(rows) / elapsed);
   if (sum == 42)
-    std::puts("");  // keeps the decoding observable
+    std::puts(""); // keeps the decoding observable
   j->close();
 }
 
@@ -398,15 +398,15 @@ int main(int argc, char** argv) {
       std::printf("append  %6zu ids: %9.0f events/s  baseline %9.0f events/s  ratio %5.2f  "
                   "p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms  (%llu commits)\n",
                   ids, fig.events_per_s, fig.baseline_events_per_s,
-                  fig.events_per_s / fig.baseline_events_per_s, fig.p50_ms, fig.p99_ms,
-                  fig.max_ms, static_cast<unsigned long long>(fig.transactions));
+                  fig.events_per_s / fig.baseline_events_per_s, fig.p50_ms, fig.p99_ms, fig.max_ms,
+                  static_cast<unsigned long long>(fig.transactions));
     remove_db(raw_file);
     if (!replay_file.empty())
       remove_db(replay_file);
     replay_file = journal_file;
   }
-  // Both scans read the same journal file; alternating (at least 3 times) and keeping the best of each
-  // takes cold-cache effects out of the comparison.
+  // Both scans read the same journal file; alternating (at least 3 times) and keeping the best of
+  // each takes cold-cache effects out of the comparison.
   for (std::size_t round = 0; round < std::max<std::size_t>(cfg.rounds, 3); ++round) {
     run_baseline_replay(replay_file, replay);
     run_journal_replay(replay_file, 2048, replay);

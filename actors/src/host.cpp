@@ -70,7 +70,7 @@ void request_stop(registry_actor* self, const std::string& key, live_entry& e) {
   self->state.lru.erase(e.lru);
   self->state.stats->passivations.fetch_add(1, std::memory_order_relaxed);
   self->send(e.actor, detail::stop_atom::value);
-  (void) key;
+  (void)key;
 }
 
 caf::error spawn_into(registry_actor* self, const std::string& key, const envelope& env,
@@ -95,7 +95,7 @@ caf::error spawn_into(registry_actor* self, const std::string& key, const envelo
 }
 
 caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shared> shared,
-                       std::shared_ptr<detail::counters> stats, std::size_t max_live) {
+                                std::shared_ptr<detail::counters> stats, std::size_t max_live) {
   self->state.shared = std::move(shared);
   self->state.stats = std::move(stats);
   self->state.max_live = max_live;
@@ -171,13 +171,10 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
 
 host::host(caf::actor_system& sys, persistence::journal_ptr journal,
            persistence::snapshot_store_ptr snapshots, host_options opts)
-  : sys_(&sys),
-    journal_(std::move(journal)),
-    snapshots_(std::move(snapshots)),
+  : sys_(&sys), journal_(std::move(journal)), snapshots_(std::move(snapshots)),
     warn_(opts.warn ? std::move(opts.warn)
                     : [](std::string_view msg) { std::cerr << "annals: " << msg << '\n'; }),
-    stats_(std::make_shared<detail::counters>()),
-    shared_(std::make_shared<shared>()) {
+    stats_(std::make_shared<detail::counters>()), shared_(std::make_shared<shared>()) {
   registry_ = sys.spawn(registry_behavior, shared_, stats_, opts.max_live);
 }
 
@@ -188,16 +185,14 @@ host::~host() {
 caf::error host::add_type(std::string name, const void* token, spawn_fn spawn) {
   if (name.empty() || name.find('|') != std::string::npos || name.size() > 64)
     return make_error(errc::invalid_argument,
-                      "aggregate type name '" + name
-                        + "' must be 1 to 64 characters without '|'");
+                      "aggregate type name '" + name + "' must be 1 to 64 characters without '|'");
   std::lock_guard guard{shared_->mtx};
   if (shared_->types.count(name) > 0)
     return make_error(errc::invalid_argument,
                       "aggregate type name '" + name + "' is registered twice");
   if (shared_->names.count(token) > 0)
     return make_error(errc::invalid_argument, "an aggregate type is registered twice, as '"
-                                                + shared_->names[token] + "' and '" + name
-                                                + "'");
+                                                + shared_->names[token] + "' and '" + name + "'");
   shared_->names.emplace(token, name);
   shared_->types.emplace(std::move(name), shared::type_entry{token, std::move(spawn)});
   return {};
@@ -233,13 +228,11 @@ caf::error host::check_id(std::string_view id) {
 }
 
 host_metrics host::metrics() const {
-  auto get = [](const std::atomic<std::uint64_t>& x) {
-    return x.load(std::memory_order_relaxed);
-  };
-  return {get(stats_->commands_handled),  get(stats_->commands_failed),
-          get(stats_->events_persisted),  get(stats_->recoveries),
-          get(stats_->events_replayed),   get(stats_->snapshots_written),
-          get(stats_->passivations),      get(stats_->duplicates)};
+  auto get = [](const std::atomic<std::uint64_t>& x) { return x.load(std::memory_order_relaxed); };
+  return {get(stats_->commands_handled), get(stats_->commands_failed),
+          get(stats_->events_persisted), get(stats_->recoveries),
+          get(stats_->events_replayed),  get(stats_->snapshots_written),
+          get(stats_->passivations),     get(stats_->duplicates)};
 }
 
 caf::expected<std::size_t> host::live_count(std::chrono::milliseconds timeout) const {

@@ -5,8 +5,8 @@
 
 #include <caf/atom.hpp>
 
-#include "annals/error.hpp"
 #include "annals/actors/projection.hpp"
+#include "annals/error.hpp"
 #include "annals/persistence/journal.hpp"
 
 namespace annals::actors {

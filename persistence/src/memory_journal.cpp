@@ -103,8 +103,7 @@ void memory_journal::read_stream(std::string persistence_id, std::uint64_t from_
     if (auto i = streams_.find(persistence_id); i != streams_.end()) {
       const auto& stream = i->second;
       auto first = std::max<std::uint64_t>(from_seq, 1);
-      for (auto seq = first; seq <= stream.size() && seq <= to_seq && result.size() < max;
-           ++seq)
+      for (auto seq = first; seq <= stream.size() && seq <= to_seq && result.size() < max; ++seq)
         result.push_back(events_[stream[seq - 1]]);
     }
   }
@@ -123,18 +122,16 @@ void memory_journal::read_all(std::uint64_t from_offset, std::size_t max,
   done(std::move(result));
 }
 
-void memory_journal::read_tagged(std::string tag, std::uint64_t from_offset,
-                                 std::size_t max,
+void memory_journal::read_tagged(std::string tag, std::uint64_t from_offset, std::size_t max,
                                  callback<std::vector<event_record>> done) {
   std::vector<event_record> result;
   {
     std::lock_guard guard{mtx_};
     if (auto i = tagged_.find(tag); i != tagged_.end()) {
       const auto& indices = i->second;
-      auto first = std::lower_bound(indices.begin(), indices.end(), from_offset,
-                                    [](std::size_t index, std::uint64_t off) {
-                                      return index + 1 < off;
-                                    });
+      auto first =
+        std::lower_bound(indices.begin(), indices.end(), from_offset,
+                         [](std::size_t index, std::uint64_t off) { return index + 1 < off; });
       for (; first != indices.end() && result.size() < max; ++first)
         result.push_back(events_[*first]);
     }
@@ -192,8 +189,7 @@ void memory_journal::fail_appends_with(caf::error err) {
 // -- memory_snapshot_store ------------------------------------------------------------
 
 memory_snapshot_store::memory_snapshot_store(std::size_t keep)
-  : keep_(std::max<std::size_t>(keep, 1)) {
-}
+  : keep_(std::max<std::size_t>(keep, 1)) {}
 
 memory_snapshot_store::~memory_snapshot_store() = default;
 

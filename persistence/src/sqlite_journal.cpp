@@ -3,13 +3,13 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <filesystem>
-#include <cstdio>
 #include <fstream>
-#include <iterator>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -34,8 +34,7 @@ struct statement {
   sqlite3_stmt* ptr = nullptr;
 
   statement() = default;
-  statement(statement&& other) noexcept : ptr(std::exchange(other.ptr, nullptr)) {
-  }
+  statement(statement&& other) noexcept : ptr(std::exchange(other.ptr, nullptr)) {}
   statement& operator=(statement&& other) noexcept {
     std::swap(ptr, other.ptr);
     return *this;
@@ -52,8 +51,7 @@ struct connection {
   sqlite3* db = nullptr;
 
   connection() = default;
-  connection(connection&& other) noexcept : db(std::exchange(other.db, nullptr)) {
-  }
+  connection(connection&& other) noexcept : db(std::exchange(other.db, nullptr)) {}
   connection& operator=(connection&& other) noexcept {
     std::swap(db, other.db);
     return *this;
@@ -73,8 +71,7 @@ struct reset_guard {
   }
 };
 
-caf::error sqlite_failure(int rc, sqlite3* db, const std::string& what,
-                          const std::string& path) {
+caf::error sqlite_failure(int rc, sqlite3* db, const std::string& what, const std::string& path) {
   std::string ctx = what;
   ctx += " (";
   ctx += path;
@@ -124,8 +121,7 @@ caf::expected<std::int64_t> query_int(sqlite3* db, const char* sql, const std::s
   return sqlite_failure(rc, db, std::string{"running `"} + sql + "`", path);
 }
 
-caf::expected<std::string> query_text(sqlite3* db, const char* sql,
-                                      const std::string& path) {
+caf::expected<std::string> query_text(sqlite3* db, const char* sql, const std::string& path) {
   auto stmt = prepare(db, sql, path);
   if (!stmt)
     return std::move(stmt.error());
@@ -218,9 +214,9 @@ CREATE TRIGGER event_tags_no_delete BEFORE DELETE ON event_tags
 BEGIN SELECT RAISE(ABORT, 'annals: event tags are append-only, DELETE refused'); END;
 )sql";
 
-constexpr const char* event_columns
-  = "global_offset, persistence_id, seq, name, version, payload, tags, timestamp_us, "
-    "command_id, correlation_id";
+constexpr const char* event_columns =
+  "global_offset, persistence_id, seq, name, version, payload, tags, timestamp_us, "
+  "command_id, correlation_id";
 
 /// What the first 100 bytes of an existing file say, read without SQLite so that a file
 /// of another kind is never touched (SQLite would create -wal/-shm files beside it).
@@ -370,8 +366,8 @@ caf::error prepare_all(reader_state& r) {
                         + " FROM events WHERE global_offset >= ?1 ORDER BY global_offset "
                           "LIMIT ?2";
   std::string tagged_sql;
-  for (const char* c : {"global_offset", "persistence_id", "seq", "name", "version",
-                        "payload", "tags", "timestamp_us", "command_id", "correlation_id"}) {
+  for (const char* c : {"global_offset", "persistence_id", "seq", "name", "version", "payload",
+                        "tags", "timestamp_us", "command_id", "correlation_id"}) {
     tagged_sql += tagged_sql.empty() ? "SELECT " : ", ";
     tagged_sql += "e.";
     tagged_sql += c;
@@ -380,13 +376,13 @@ caf::error prepare_all(reader_state& r) {
                 "WHERE t.tag = ?1 AND t.global_offset >= ?2 ORDER BY t.global_offset "
                 "LIMIT ?3";
   // Walks the (persistence_id, seq) index one id at a time instead of scanning events.
-  const char* ids_sql
-    = "WITH RECURSIVE ids(pid) AS ("
-      "  SELECT (SELECT min(persistence_id) FROM events WHERE persistence_id > ?1)"
-      "  UNION ALL"
-      "  SELECT (SELECT min(persistence_id) FROM events WHERE persistence_id > ids.pid)"
-      "  FROM ids WHERE ids.pid IS NOT NULL)"
-      " SELECT pid FROM ids WHERE pid IS NOT NULL LIMIT ?2";
+  const char* ids_sql =
+    "WITH RECURSIVE ids(pid) AS ("
+    "  SELECT (SELECT min(persistence_id) FROM events WHERE persistence_id > ?1)"
+    "  UNION ALL"
+    "  SELECT (SELECT min(persistence_id) FROM events WHERE persistence_id > ids.pid)"
+    "  FROM ids WHERE ids.pid IS NOT NULL)"
+    " SELECT pid FROM ids WHERE pid IS NOT NULL LIMIT ?2";
   struct {
     statement* target;
     const char* sql;
@@ -413,9 +409,8 @@ caf::error prepare_all(reader_state& r) {
 
 caf::error corrupt(const event_record& rec, const std::string& path, const char* what) {
   return make_error(journal_errc::corrupt_row,
-                    "persistence id " + rec.persistence_id + ", seq "
-                      + std::to_string(rec.seq) + " (offset " + std::to_string(rec.offset)
-                      + ", " + path + "): " + what);
+                    "persistence id " + rec.persistence_id + ", seq " + std::to_string(rec.seq)
+                      + " (offset " + std::to_string(rec.offset) + ", " + path + "): " + what);
 }
 
 caf::error read_row(sqlite3_stmt* stmt, const std::string& path, event_record& rec) {
@@ -449,8 +444,7 @@ caf::error read_row(sqlite3_stmt* stmt, const std::string& path, event_record& r
 }
 
 caf::expected<std::vector<event_record>> read_records(sqlite3* db, sqlite3_stmt* stmt,
-                                                      std::size_t max,
-                                                      const std::string& path,
+                                                      std::size_t max, const std::string& path,
                                                       const char* what) {
   reset_guard guard{stmt};
   std::vector<event_record> result;
@@ -467,8 +461,8 @@ caf::expected<std::vector<event_record>> read_records(sqlite3* db, sqlite3_stmt*
   }
 }
 
-caf::expected<std::uint64_t> read_count(sqlite3* db, sqlite3_stmt* stmt,
-                                        const std::string& path, const char* what) {
+caf::expected<std::uint64_t> read_count(sqlite3* db, sqlite3_stmt* stmt, const std::string& path,
+                                        const char* what) {
   reset_guard guard{stmt};
   auto rc = sqlite3_step(stmt);
   if (rc == SQLITE_ROW)
@@ -601,8 +595,8 @@ struct sqlite_journal::impl {
   struct outcome {
     caf::error err;
     append_result res;
-    std::vector<event_record> records;  // only filled while listeners exist
-    bool settled = false;  // answered before the transaction (invalid, control)
+    std::vector<event_record> records; // only filled while listeners exist
+    bool settled = false;              // answered before the transaction (invalid, control)
   };
 
   enum class applied { ok, failed, transaction_lost };
@@ -665,8 +659,9 @@ struct sqlite_journal::impl {
     // A single statement is atomic by itself; only multi-statement writes pay for a
     // savepoint.
     if (needs_savepoint && !step_done(w.savepoint))
-      return fail_step(w, sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
-                                         "opening a savepoint", w.path),
+      return fail_step(w,
+                       sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
+                                      "opening a savepoint", w.path),
                        false, out);
     auto offset = next_offset;
     auto seq = highest;
@@ -700,14 +695,14 @@ struct sqlite_journal::impl {
         caf::error err;
         if (ext == SQLITE_CONSTRAINT_UNIQUE) {
           // Another process on the same file got there first.
-          err = make_error(journal_errc::conflict,
-                           "persistence id " + req.persistence_id + " already has seq "
-                             + std::to_string(seq) + " (expected seq "
-                             + std::to_string(req.expected_seq) + ")");
+          err = make_error(journal_errc::conflict, "persistence id " + req.persistence_id
+                                                     + " already has seq " + std::to_string(seq)
+                                                     + " (expected seq "
+                                                     + std::to_string(req.expected_seq) + ")");
         } else {
           err = sqlite_failure(ext, w.conn.db,
-                               "appending seq " + std::to_string(seq)
-                                 + " to persistence id " + req.persistence_id,
+                               "appending seq " + std::to_string(seq) + " to persistence id "
+                                 + req.persistence_id,
                                w.path);
         }
         w.seq_cache.erase(req.persistence_id);
@@ -718,8 +713,8 @@ struct sqlite_journal::impl {
         bind_u64(w.insert_tag, 2, offset);
         if (!step_done(w.insert_tag)) {
           auto err = sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
-                                    "tagging seq " + std::to_string(seq)
-                                      + " of persistence id " + req.persistence_id,
+                                    "tagging seq " + std::to_string(seq) + " of persistence id "
+                                      + req.persistence_id,
                                     w.path);
           w.seq_cache.erase(req.persistence_id);
           return fail_step(w, std::move(err), needs_savepoint, out);
@@ -728,8 +723,9 @@ struct sqlite_journal::impl {
       ++offset;
     }
     if (needs_savepoint && !step_done(w.release))
-      return fail_step(w, sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
-                                         "releasing a savepoint", w.path),
+      return fail_step(w,
+                       sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
+                                      "releasing a savepoint", w.path),
                        true, out);
     out.res.first_seq = highest + 1;
     out.res.last_seq = seq;
@@ -767,11 +763,12 @@ struct sqlite_journal::impl {
   applied apply(writer_state& w, snapshot_item& item, outcome& out) {
     auto& snap = item.snap;
     if (!step_done(w.savepoint))
-      return fail_step(w, sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
-                                         "opening a savepoint", w.path),
+      return fail_step(w,
+                       sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
+                                      "opening a savepoint", w.path),
                        false, out);
-    auto what = "saving the snapshot at seq " + std::to_string(snap.seq)
-                + " of persistence id " + snap.persistence_id;
+    auto what = "saving the snapshot at seq " + std::to_string(snap.seq) + " of persistence id "
+                + snap.persistence_id;
     auto* ins = w.insert_snapshot.ptr;
     bind_text(ins, 1, snap.persistence_id);
     bind_u64(ins, 2, snap.seq);
@@ -780,19 +777,16 @@ struct sqlite_journal::impl {
     bind_text(ins, 5, snap.payload);
     sqlite3_bind_int64(ins, 6, snap.timestamp_us);
     if (!step_done(ins))
-      return fail_step(w, sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
-                                         what, w.path),
-                       true, out);
+      return fail_step(
+        w, sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db, what, w.path), true, out);
     bind_text(w.trim_snapshots, 1, snap.persistence_id);
     sqlite3_bind_int64(w.trim_snapshots, 2, static_cast<std::int64_t>(w.keep_snapshots));
     if (!step_done(w.trim_snapshots))
-      return fail_step(w, sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
-                                         what, w.path),
-                       true, out);
+      return fail_step(
+        w, sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db, what, w.path), true, out);
     if (!step_done(w.release))
-      return fail_step(w, sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
-                                         what, w.path),
-                       true, out);
+      return fail_step(
+        w, sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db, what, w.path), true, out);
     return applied::ok;
   }
 
@@ -818,8 +812,7 @@ struct sqlite_journal::impl {
       auto begin_rc = sqlite3_step(w.begin);
       sqlite3_reset(w.begin);
       if (begin_rc != SQLITE_DONE) {
-        auto err = sqlite_failure(begin_rc, w.conn.db, "starting a write transaction",
-                                  w.path);
+        auto err = sqlite_failure(begin_rc, w.conn.db, "starting a write transaction", w.path);
         for (auto i : pending)
           out[i].err = err;
         break;
@@ -970,8 +963,8 @@ caf::error ensure_schema(writer_state& w, sqlite_journal_info& info) {
   }
   if (*create) {
     auto pragmas = "PRAGMA application_id = " + std::to_string(sqlite_journal::application_id)
-                   + "; PRAGMA user_version = "
-                   + std::to_string(sqlite_journal::schema_version) + ";";
+                   + "; PRAGMA user_version = " + std::to_string(sqlite_journal::schema_version)
+                   + ";";
     caf::error err = exec(db, schema_sql, w.path);
     if (!err)
       err = exec(db, pragmas.c_str(), w.path);
@@ -1049,8 +1042,8 @@ caf::expected<std::shared_ptr<sqlite_journal>> sqlite_journal::open(sqlite_optio
     if (!rconn)
       return std::move(rconn.error());
     r->conn = std::move(*rconn);
-    for (const char* sql : {"PRAGMA query_only = 1", "PRAGMA cache_size = -32768",
-                            "PRAGMA mmap_size = 268435456"})
+    for (const char* sql :
+         {"PRAGMA query_only = 1", "PRAGMA cache_size = -32768", "PRAGMA mmap_size = 268435456"})
       if (auto err = exec(r->conn.db, sql, path))
         return err;
     if (auto err = prepare_all(*r))
@@ -1071,8 +1064,7 @@ caf::expected<std::shared_ptr<sqlite_journal>> sqlite_journal::open(sqlite_optio
   return std::shared_ptr<sqlite_journal>(new sqlite_journal(std::move(st)));
 }
 
-sqlite_journal::sqlite_journal(std::shared_ptr<impl> ptr) : impl_(std::move(ptr)) {
-}
+sqlite_journal::sqlite_journal(std::shared_ptr<impl> ptr) : impl_(std::move(ptr)) {}
 
 sqlite_journal::~sqlite_journal() {
   close();
@@ -1098,14 +1090,12 @@ void sqlite_journal::append(append_request req, callback<append_result> done) {
 void sqlite_journal::read_stream(std::string persistence_id, std::uint64_t from_seq,
                                  std::uint64_t to_seq, std::size_t max,
                                  callback<std::vector<event_record>> done) {
-  auto task = [pid = std::move(persistence_id), from_seq, to_seq, max,
-               done](reader_state& r) {
+  auto task = [pid = std::move(persistence_id), from_seq, to_seq, max, done](reader_state& r) {
     bind_text(r.stream, 1, pid);
     bind_u64(r.stream, 2, from_seq);
     bind_u64(r.stream, 3, to_seq);
     bind_u64(r.stream, 4, max);
-    done(read_records(r.conn.db, r.stream, max, r.path,
-                      ("reading persistence id " + pid).c_str()));
+    done(read_records(r.conn.db, r.stream, max, r.path, ("reading persistence id " + pid).c_str()));
   };
   if (!impl_->submit_read(std::move(task)))
     done(closed_error(impl_->opts.path));
@@ -1122,15 +1112,13 @@ void sqlite_journal::read_all(std::uint64_t from_offset, std::size_t max,
     done(closed_error(impl_->opts.path));
 }
 
-void sqlite_journal::read_tagged(std::string tag, std::uint64_t from_offset,
-                                 std::size_t max,
+void sqlite_journal::read_tagged(std::string tag, std::uint64_t from_offset, std::size_t max,
                                  callback<std::vector<event_record>> done) {
   auto task = [tag = std::move(tag), from_offset, max, done](reader_state& r) {
     bind_text(r.tagged, 1, tag);
     bind_u64(r.tagged, 2, from_offset);
     bind_u64(r.tagged, 3, max);
-    done(read_records(r.conn.db, r.tagged, max, r.path,
-                      ("reading events tagged " + tag).c_str()));
+    done(read_records(r.conn.db, r.tagged, max, r.path, ("reading events tagged " + tag).c_str()));
   };
   if (!impl_->submit_read(std::move(task)))
     done(closed_error(impl_->opts.path));
@@ -1227,8 +1215,7 @@ void sqlite_journal::set_max_page_count(std::uint64_t pages, callback<std::uint6
 // -- snapshots ----------------------------------------------------------------------------
 
 sqlite_snapshot_store::sqlite_snapshot_store(std::shared_ptr<sqlite_journal::impl> ptr)
-  : impl_(std::move(ptr)) {
-}
+  : impl_(std::move(ptr)) {}
 
 sqlite_snapshot_store::~sqlite_snapshot_store() = default;
 
@@ -1255,8 +1242,7 @@ void sqlite_snapshot_store::load(std::string persistence_id,
       if (rc == SQLITE_DONE)
         break;
       if (rc != SQLITE_ROW) {
-        done(sqlite_failure(rc, r.conn.db, "loading snapshots of persistence id " + pid,
-                            r.path));
+        done(sqlite_failure(rc, r.conn.db, "loading snapshots of persistence id " + pid, r.path));
         return;
       }
       auto& snap = result.emplace_back();

@@ -65,8 +65,8 @@ TEST_CASE("1,000 concurrent deposits to one account get sequence numbers 1..1000
   host h{sys, journal};
   REQUIRE_FALSE(h.register_aggregate<account>("account"));
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
-  auto replies = fire<bank::deposit>(sys, h, "acc", 1000,
-                                     [](std::size_t i) { return bank::deposit{std::int64_t(i + 1)}; });
+  auto replies = fire<bank::deposit>(
+    sys, h, "acc", 1000, [](std::size_t i) { return bank::deposit{std::int64_t(i + 1)}; });
   std::vector<std::int64_t> balances;
   for (auto& r : replies) {
     REQUIRE(r);
@@ -83,7 +83,8 @@ TEST_CASE("1,000 concurrent deposits to one account get sequence numbers 1..1000
   CHECK(*h.ask<account>("acc", bank::get_balance{}) == 500500);
 }
 
-TEST_CASE("an aggregate recovers the same state after the actor system stops", "[runtime][recovery]") {
+TEST_CASE("an aggregate recovers the same state after the actor system stops",
+          "[runtime][recovery]") {
   auto journal = std::make_shared<ap::memory_journal>();
   {
     system_config cfg;
@@ -168,9 +169,9 @@ TEST_CASE("a snapshot that does not decode is skipped and recovery replays inste
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal, snapshots, {.warn = [&](std::string_view w) {
-                                     std::lock_guard guard{mtx};
-                                     warnings.emplace_back(w);
-                                   }}};
+           std::lock_guard guard{mtx};
+           warnings.emplace_back(w);
+         }}};
   REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
   CHECK(*h.ask<account>("acc", bank::get_balance{}) == 70);
   std::lock_guard guard{mtx};

@@ -31,8 +31,7 @@ struct system_config : caf::actor_system_config {
 // Counts down to zero; `wait` returns false if the bound passes first.
 class latch {
 public:
-  explicit latch(std::size_t n) : n_(n) {
-  }
+  explicit latch(std::size_t n) : n_(n) {}
   void count_down() {
     std::lock_guard guard{mtx_};
     if (n_ > 0 && --n_ == 0)

@@ -29,7 +29,7 @@ std::vector<std::uint64_t> iota(std::uint64_t first, std::uint64_t last) {
 
 } // namespace
 
-#define JOURNAL_CONTRACT(description) \
+#define JOURNAL_CONTRACT(description)                                                              \
   TEMPLATE_TEST_CASE(description, "[journal][contract]", memory_backend, sqlite_backend)
 
 JOURNAL_CONTRACT("a journal stores every field of an event and replays a stream in seq order") {
@@ -273,9 +273,11 @@ JOURNAL_CONTRACT("concurrent appenders to many streams all succeed with gapless 
       for (int i = 0; i < per_thread; ++i) {
         auto k = i % 3;
         auto n = static_cast<std::size_t>(i % 2 + 1);
-        append_request req{"t" + std::to_string(t) + "-" + std::to_string(k), seqs[k],
-                           std::vector<encoded_event>(n, ev("e", "{\"i\":" + std::to_string(i) + "}")),
-                           {}};
+        append_request req{
+          "t" + std::to_string(t) + "-" + std::to_string(k),
+          seqs[k],
+          std::vector<encoded_event>(n, ev("e", "{\"i\":" + std::to_string(i) + "}")),
+          {}};
         seqs[k] += n;
         j->append(std::move(req), [&](caf::expected<append_result> res) {
           if (!res)
@@ -317,8 +319,7 @@ JOURNAL_CONTRACT("of concurrent appends to one stream with the same expected seq
     for (int t = 0; t < contenders; ++t) {
       workers.emplace_back([&, t] {
         start.arrive_and_wait();
-        append_request req{"contended", expected,
-                           {ev("by-" + std::to_string(t)), ev("more")}, {}};
+        append_request req{"contended", expected, {ev("by-" + std::to_string(t)), ev("more")}, {}};
         j->append(std::move(req), [&](caf::expected<append_result> res) {
           if (res)
             ++wins;
@@ -390,8 +391,10 @@ JOURNAL_CONTRACT("a listener sees every committed batch once, in offset order, w
       std::uint64_t seq = 0;
       for (int i = 0; i < per_thread; ++i) {
         auto n = static_cast<std::size_t>(i % 3 + 1);
-        append_request req{"s" + std::to_string(t), seq,
-                           std::vector<encoded_event>(n, ev("e", "{}", {"tag"})), {"cmd", ""}};
+        append_request req{"s" + std::to_string(t),
+                           seq,
+                           std::vector<encoded_event>(n, ev("e", "{}", {"tag"})),
+                           {"cmd", ""}};
         seq += n;
         j->append(std::move(req), [&](caf::expected<append_result>) { done.arrive(); });
       }
@@ -417,7 +420,7 @@ JOURNAL_CONTRACT("a listener sees every committed batch once, in offset order, w
   }
   j->unsubscribe(handle);
   REQUIRE(append(*j, "after", 0, {ev("e")}));
-  REQUIRE(read_all(*j));  // lets any delivery in flight finish
+  REQUIRE(read_all(*j)); // lets any delivery in flight finish
   std::lock_guard guard{mtx};
   CHECK(seen.size() == *head);
 }
@@ -429,8 +432,7 @@ JOURNAL_CONTRACT("a snapshot store returns the newest snapshots first and keeps 
   auto store = backend.snapshots(j, 2);
   auto save = [&](snapshot_record snap) {
     return wait_for<caf::unit_t>(
-      [&](callback<caf::unit_t> done) { store->save(std::move(snap), std::move(done)); },
-      bound);
+      [&](callback<caf::unit_t> done) { store->save(std::move(snap), std::move(done)); }, bound);
   };
   auto load = [&](std::string pid) {
     return wait_for<std::vector<snapshot_record>>(
@@ -441,14 +443,14 @@ JOURNAL_CONTRACT("a snapshot store returns the newest snapshots first and keeps 
   REQUIRE(none);
   CHECK(none->empty());
   for (std::uint64_t seq : {5u, 10u, 15u})
-    REQUIRE(save({"acc-1", seq, "bank.account_state", 3,
-                  R"({"balance":)" + std::to_string(seq) + "}", 42}));
+    REQUIRE(save(
+      {"acc-1", seq, "bank.account_state", 3, R"({"balance":)" + std::to_string(seq) + "}", 42}));
   REQUIRE(save({"acc-2", 7, "bank.account_state", 1, "{}", 0}));
   auto snaps = load("acc-1");
   REQUIRE(snaps);
   REQUIRE(snaps->size() == 2);
-  CHECK((*snaps)[0] == snapshot_record{"acc-1", 15, "bank.account_state", 3,
-                                       R"({"balance":15})", 42});
+  CHECK((*snaps)[0]
+        == snapshot_record{"acc-1", 15, "bank.account_state", 3, R"({"balance":15})", 42});
   CHECK((*snaps)[1].seq == 10);
   auto other = load("acc-2");
   REQUIRE(other);

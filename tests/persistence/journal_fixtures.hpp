@@ -77,8 +77,7 @@ inline encoded_event ev(std::string name, std::string payload = "{}",
   return encoded_event{std::move(name), 1, std::move(payload), std::move(tags)};
 }
 
-inline caf::expected<append_result> append(journal& j, std::string pid,
-                                           std::uint64_t expected,
+inline caf::expected<append_result> append(journal& j, std::string pid, std::uint64_t expected,
                                            std::vector<encoded_event> events,
                                            event_metadata md = {}) {
   append_request req{std::move(pid), expected, std::move(events), std::move(md)};
@@ -86,9 +85,10 @@ inline caf::expected<append_result> append(journal& j, std::string pid,
     [&](callback<append_result> done) { j.append(std::move(req), std::move(done)); }, bound);
 }
 
-inline caf::expected<std::vector<event_record>>
-read_stream(journal& j, std::string pid, std::uint64_t from = 1,
-            std::uint64_t to = UINT64_MAX, std::size_t max = SIZE_MAX) {
+inline caf::expected<std::vector<event_record>> read_stream(journal& j, std::string pid,
+                                                            std::uint64_t from = 1,
+                                                            std::uint64_t to = UINT64_MAX,
+                                                            std::size_t max = SIZE_MAX) {
   return wait_for<std::vector<event_record>>(
     [&](callback<std::vector<event_record>> done) {
       j.read_stream(pid, from, to, max, std::move(done));
@@ -174,8 +174,8 @@ struct sqlite_backend {
   temp_dir dir;
 
   journal_ptr open(std::size_t keep_snapshots = 2) {
-    auto res = sqlite_journal::open({.path = dir.file("journal.db"),
-                                     .keep_snapshots = keep_snapshots});
+    auto res =
+      sqlite_journal::open({.path = dir.file("journal.db"), .keep_snapshots = keep_snapshots});
     if (!res)
       FAIL(render(res.error()));
     return *res;

@@ -6,18 +6,15 @@ using namespace annals;
 using namespace annals::persistence;
 using namespace annals::persistence::test;
 
-TEST_CASE("the memory journal completes every operation before the call returns",
-          "[memory]") {
+TEST_CASE("the memory journal completes every operation before the call returns", "[memory]") {
   memory_journal j;
   bool called = false;
-  j.append({"a", 0, {ev("e")}, {}}, [&](caf::expected<append_result> res) {
-    called = static_cast<bool>(res);
-  });
+  j.append({"a", 0, {ev("e")}, {}},
+           [&](caf::expected<append_result> res) { called = static_cast<bool>(res); });
   CHECK(called);
   called = false;
-  j.read_all(1, 10, [&](caf::expected<std::vector<event_record>> res) {
-    called = res && res->size() == 1;
-  });
+  j.read_all(
+    1, 10, [&](caf::expected<std::vector<event_record>> res) { called = res && res->size() == 1; });
   CHECK(called);
 }
 
@@ -39,8 +36,7 @@ TEST_CASE("a listener of the memory journal may append from inside its callback 
   CHECK(highest_seq(j, "echo") == std::uint64_t{2});
 }
 
-TEST_CASE("an injected failure fails appends without writing until it is cleared",
-          "[memory]") {
+TEST_CASE("an injected failure fails appends without writing until it is cleared", "[memory]") {
   memory_journal j;
   j.fail_appends_with(make_error(journal_errc::disk_full, "simulated"));
   auto res = append(j, "a", 0, {ev("e")});
@@ -52,12 +48,12 @@ TEST_CASE("an injected failure fails appends without writing until it is cleared
 }
 
 TEST_CASE("wait_for returns annals timeout when the callback never runs", "[blocking]") {
-  callback<int> kept;  // never called while the wait lasts
+  callback<int> kept; // never called while the wait lasts
   auto res = wait_for<int>([&](callback<int> done) { kept = std::move(done); },
                            std::chrono::milliseconds{1});
   REQUIRE_FALSE(res);
   CHECK(is(res.error(), errc::timeout));
-  kept(42);  // a late reply is harmless
+  kept(42); // a late reply is harmless
 }
 
 TEST_CASE("wait_for returns the callback's value or error", "[blocking]") {

@@ -48,16 +48,14 @@ private:
 
 std::uint64_t max_page_count(sqlite_journal& j, std::uint64_t pages) {
   auto res = wait_for<std::uint64_t>(
-    [&](callback<std::uint64_t> done) { j.set_max_page_count(pages, std::move(done)); },
-    bound);
+    [&](callback<std::uint64_t> done) { j.set_max_page_count(pages, std::move(done)); }, bound);
   REQUIRE(res);
   return *res;
 }
 
 } // namespace
 
-TEST_CASE("the event tables refuse UPDATE and DELETE from any connection",
-          "[sqlite]") {
+TEST_CASE("the event tables refuse UPDATE and DELETE from any connection", "[sqlite]") {
   temp_dir dir;
   auto path = dir.file("j.db");
   auto j = open_journal({.path = path});
@@ -167,13 +165,12 @@ TEST_CASE("a new journal file records its application id, schema version and WAL
   CHECK_THAT(render(missing.error()), Catch::Contains("missing.db"));
 }
 
-TEST_CASE("durability full sets synchronous=FULL and normal sets synchronous=NORMAL",
-          "[sqlite]") {
+TEST_CASE("durability full sets synchronous=FULL and normal sets synchronous=NORMAL", "[sqlite]") {
   temp_dir dir;
   auto full = open_journal({.path = dir.file("full.db")});
   CHECK(full->info().synchronous == 2);
-  auto normal = open_journal({.path = dir.file("normal.db"),
-                              .durability = durability_level::normal});
+  auto normal =
+    open_journal({.path = dir.file("normal.db"), .durability = durability_level::normal});
   CHECK(normal->info().synchronous == 1);
   REQUIRE(append(*normal, "a", 0, {ev("e")}));
   CHECK(read_stream(*normal, "a")->size() == 1);
@@ -186,7 +183,7 @@ TEST_CASE("on a full disk appends fail with disk_full, write nothing partial, an
   auto path = dir.file("j.db");
   auto j = open_journal({.path = path});
   REQUIRE(append(*j, "acc-1", 0, {ev("opened")}));
-  auto pages = max_page_count(*j, 1);  // SQLite clamps to the current size
+  auto pages = max_page_count(*j, 1); // SQLite clamps to the current size
   CHECK(pages >= 1);
   std::string big(60'000, 'x');
   auto payload = R"({"blob":")" + big + R"("})";
@@ -236,12 +233,11 @@ TEST_CASE("appends that wait while a commit is in flight share one transaction",
       ++failures;
     transactions_before = j->stats().transactions;
     for (std::size_t i = 0; i < n; ++i)
-      j->append({"id-" + std::to_string(i), 0, {ev("e")}, {}},
-                [&](caf::expected<append_result> r) {
-                  if (!r)
-                    ++failures;
-                  done.arrive();
-                });
+      j->append({"id-" + std::to_string(i), 0, {ev("e")}, {}}, [&](caf::expected<append_result> r) {
+        if (!r)
+          ++failures;
+        done.arrive();
+      });
   });
   REQUIRE(done.wait(n));
   CHECK(failures == 0);
@@ -346,7 +342,7 @@ TEST_CASE("close finishes the appends already submitted and refuses later ones",
   auto late_read = read_all(*j);
   REQUIRE_FALSE(late_read);
   CHECK(is(late_read.error(), journal_errc::closed));
-  j->close();  // idempotent
+  j->close(); // idempotent
   auto reopened = open_journal({.path = path});
   CHECK(highest_seq(*reopened, "s") == std::uint64_t{n});
 }
@@ -361,7 +357,7 @@ TEST_CASE("a journal can be closed and released from inside its own callback", "
   holder->append({"s", 0, {ev("e")}, {}}, [&](caf::expected<append_result> res) {
     ok = static_cast<bool>(res);
     holder->close();
-    holder.reset();  // the last reference dies on the writer thread
+    holder.reset(); // the last reference dies on the writer thread
     done.arrive();
   });
   REQUIRE(done.wait(1));

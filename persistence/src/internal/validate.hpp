@@ -28,9 +28,9 @@ inline caf::error validate(const append_request& req) {
       return make_error(journal_errc::invalid_request,
                         "event without a name for persistence id " + req.persistence_id);
     if (ev.version == 0)
-      return make_error(journal_errc::invalid_request,
-                        "event " + ev.name + " with version 0 for persistence id "
-                          + req.persistence_id);
+      return make_error(journal_errc::invalid_request, "event " + ev.name
+                                                         + " with version 0 for persistence id "
+                                                         + req.persistence_id);
     for (const auto& tag : ev.tags)
       if (tag.empty() || tag.find(tag_separator) != std::string::npos)
         return make_error(journal_errc::invalid_request,
@@ -53,9 +53,9 @@ inline caf::error validate(const snapshot_record& snap) {
 /// The conflict error both journals report.
 inline caf::error conflict_error(const std::string& persistence_id, std::uint64_t expected,
                                  std::uint64_t found) {
-  return make_error(journal_errc::conflict,
-                    "persistence id " + persistence_id + " expected seq "
-                      + std::to_string(expected) + ", found " + std::to_string(found));
+  return make_error(journal_errc::conflict, "persistence id " + persistence_id + " expected seq "
+                                              + std::to_string(expected) + ", found "
+                                              + std::to_string(found));
 }
 
 /// Microseconds since the Unix epoch.

@@ -99,10 +99,9 @@ public:
   /// Sends `cmd` to aggregate `id` of type `A` and waits for the reply, at most `timeout`.
   /// For plain code (main, tests); actors use `request` instead.
   template <aggregate_type A, class C>
-    requires handles<A, C>
-  caf::expected<reply_t<A, C>> ask(std::string_view id, C cmd,
-                                   std::chrono::milliseconds timeout = std::chrono::seconds{10},
-                                   command_options opts = {}) {
+  requires handles<A, C> caf::expected<reply_t<A, C>>
+  ask(std::string_view id, C cmd, std::chrono::milliseconds timeout = std::chrono::seconds{10},
+      command_options opts = {}) {
     auto env = make_envelope<A>(id, std::move(cmd), std::move(opts));
     if (!env)
       return std::move(env.error());
@@ -117,7 +116,7 @@ public:
   /// Sends `cmd` from actor `self` and calls `on_reply` with the `expected` reply on
   /// `self`'s own thread, at most `timeout` later.
   template <aggregate_type A, class C, class F>
-    requires handles<A, C>
+  requires handles<A, C>
   void request(caf::event_based_actor* self, std::string_view id, C cmd,
                std::chrono::milliseconds timeout, F on_reply, command_options opts = {}) {
     using T = reply_t<A, C>;
@@ -135,18 +134,18 @@ public:
   /// unregistered type or an id that is empty, longer than 255 bytes, or holds control
   /// characters.
   template <aggregate_type A, class C>
-    requires handles<A, C>
-  caf::expected<detail::envelope> make_envelope(std::string_view id, C cmd,
-                                                command_options opts = {}) const {
+  requires handles<A, C> caf::expected<detail::envelope> make_envelope(std::string_view id, C cmd,
+                                                                       command_options opts = {})
+  const {
     auto type_name = name_of(&annals::detail::type_token<A>);
     if (!type_name)
       return std::move(type_name.error());
     if (auto err = check_id(id))
       return err;
-    return detail::envelope{std::move(*type_name), std::string{id},
-                            event_metadata{std::move(opts.command_id),
-                                           std::move(opts.correlation_id)},
-                            detail::make_starter<A>(std::move(cmd))};
+    return detail::envelope{
+      std::move(*type_name), std::string{id},
+      event_metadata{std::move(opts.command_id), std::move(opts.correlation_id)},
+      detail::make_starter<A>(std::move(cmd))};
   }
 
   /// The registry actor that routes commands (`detail::envelope` messages).
@@ -161,15 +160,14 @@ public:
   host_metrics metrics() const;
 
   /// Number of live aggregate actors (asks the registry; bounded by `timeout`).
-  caf::expected<std::size_t> live_count(std::chrono::milliseconds timeout
-                                        = std::chrono::seconds{5}) const;
+  caf::expected<std::size_t> live_count(std::chrono::milliseconds timeout = std::chrono::seconds{
+                                          5}) const;
 
   /// Checks an aggregate id: non-empty, at most 255 bytes, no control characters.
   static caf::error check_id(std::string_view id);
 
 private:
-  using spawn_fn =
-    std::function<caf::actor(caf::actor_system&, const std::string&, caf::actor)>;
+  using spawn_fn = std::function<caf::actor(caf::actor_system&, const std::string&, caf::actor)>;
 
   template <class T>
   static caf::expected<T> unbox(detail::reply_msg& r) {

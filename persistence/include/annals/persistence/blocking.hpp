@@ -36,8 +36,7 @@ namespace annals::persistence {
 /// already abandoned. Never call this on a thread that the journal needs in order to make
 /// progress (a journal's own callback thread, or a CAF scheduler thread).
 template <class T>
-caf::expected<T> wait_for(std::function<void(callback<T>)> start,
-                          std::chrono::milliseconds bound) {
+caf::expected<T> wait_for(std::function<void(callback<T>)> start, std::chrono::milliseconds bound) {
   struct shared_state {
     std::mutex mtx;
     std::condition_variable cv;
@@ -51,8 +50,7 @@ caf::expected<T> wait_for(std::function<void(callback<T>)> start,
   });
   std::unique_lock lk{st->mtx};
   if (!st->cv.wait_for(lk, bound, [&] { return st->value.has_value(); }))
-    return make_error(errc::timeout,
-                      "no reply within " + std::to_string(bound.count()) + " ms");
+    return make_error(errc::timeout, "no reply within " + std::to_string(bound.count()) + " ms");
   return std::move(*st->value);
 }
 

@@ -58,11 +58,10 @@ auto decode_record(const Codec& codec, const event_record& rec)
 template <class Codec>
 auto decode_snapshot(const Codec& codec, const snapshot_record& snap)
   -> decltype(codec.from_json(std::uint32_t{}, std::string_view{})) {
-  auto where = "snapshot of persistence id " + snap.persistence_id + " at seq "
-               + std::to_string(snap.seq);
+  auto where =
+    "snapshot of persistence id " + snap.persistence_id + " at seq " + std::to_string(snap.seq);
   if (std::string_view{snap.name} != std::string_view{codec.name()})
-    return make_error(errc::unknown_event, where + ": stored as '" + snap.name
-                                             + "', expected '"
+    return make_error(errc::unknown_event, where + ": stored as '" + snap.name + "', expected '"
                                              + std::string{codec.name()} + "'");
   auto result = codec.from_json(snap.version, snap.payload);
   if (!result)

@@ -34,26 +34,28 @@ namespace annals::persistence {
 
 /// Errors of journals and snapshot stores (category `journal`).
 enum class journal_errc : std::uint8_t {
-  conflict = 1,     ///< the expected sequence number was not the stream's last one
-  storage_error,    ///< the backend failed; the context names the cause
-  disk_full,        ///< no space left; nothing of the write was stored
-  corrupt_row,      ///< a stored row is malformed; the context names id and sequence number
-  not_a_journal,    ///< the file is not an annals journal
-  newer_schema,     ///< the file was written by a newer annals schema
-  closed,           ///< the journal was closed
-  invalid_request,  ///< e.g. an empty persistence id or an append without events
-  read_only,        ///< the backend refuses writes
+  conflict = 1,    ///< the expected sequence number was not the stream's last one
+  storage_error,   ///< the backend failed; the context names the cause
+  disk_full,       ///< no space left; nothing of the write was stored
+  corrupt_row,     ///< a stored row is malformed; the context names id and sequence number
+  not_a_journal,   ///< the file is not an annals journal
+  newer_schema,    ///< the file was written by a newer annals schema
+  closed,          ///< the journal was closed
+  invalid_request, ///< e.g. an empty persistence id or an append without events
+  read_only,       ///< the backend refuses writes
 };
-BOOST_DESCRIBE_ENUM(journal_errc, conflict, storage_error, disk_full, corrupt_row,
-                    not_a_journal, newer_schema, closed, invalid_request, read_only)
-constexpr std::string_view error_category(journal_errc) { return "journal"; }
+BOOST_DESCRIBE_ENUM(journal_errc, conflict, storage_error, disk_full, corrupt_row, not_a_journal,
+                    newer_schema, closed, invalid_request, read_only)
+constexpr std::string_view error_category(journal_errc) {
+  return "journal";
+}
 
 /// An atomic write of events to one stream.
 struct append_request {
-  std::string persistence_id;         ///< the stream, e.g. `account|acc-42`
-  std::uint64_t expected_seq = 0;     ///< highest sequence number the writer has seen
-  std::vector<encoded_event> events;  ///< at least one
-  event_metadata metadata;            ///< stored with every event of this write
+  std::string persistence_id;        ///< the stream, e.g. `account|acc-42`
+  std::uint64_t expected_seq = 0;    ///< highest sequence number the writer has seen
+  std::vector<encoded_event> events; ///< at least one
+  event_metadata metadata;           ///< stored with every event of this write
 };
 
 /// Where an append landed.
@@ -62,17 +64,17 @@ struct append_result {
   std::uint64_t last_seq = 0;
   std::uint64_t first_offset = 0;
   std::uint64_t last_offset = 0;
-  std::int64_t timestamp_us = 0;  ///< commit time, microseconds since the Unix epoch
+  std::int64_t timestamp_us = 0; ///< commit time, microseconds since the Unix epoch
 };
 
 /// One stored event.
 struct event_record {
-  std::uint64_t offset = 0;  ///< global position, gapless
+  std::uint64_t offset = 0; ///< global position, gapless
   std::string persistence_id;
-  std::uint64_t seq = 0;  ///< position within its stream, from 1
+  std::uint64_t seq = 0; ///< position within its stream, from 1
   std::string name;
   std::uint32_t version = 1;
-  std::string payload;  ///< JSON text
+  std::string payload; ///< JSON text
   std::vector<std::string> tags;
   std::int64_t timestamp_us = 0;
   event_metadata metadata;
@@ -96,20 +98,16 @@ public:
   virtual void append(append_request req, callback<append_result> done) = 0;
 
   /// Events of one stream with `from_seq <= seq <= to_seq`, at most `max`, in order.
-  virtual void read_stream(std::string persistence_id, std::uint64_t from_seq,
-                           std::uint64_t to_seq, std::size_t max,
-                           callback<std::vector<event_record>> done)
-    = 0;
+  virtual void read_stream(std::string persistence_id, std::uint64_t from_seq, std::uint64_t to_seq,
+                           std::size_t max, callback<std::vector<event_record>> done) = 0;
 
   /// All events with `offset >= from_offset`, at most `max`, in offset order.
   virtual void read_all(std::uint64_t from_offset, std::size_t max,
-                        callback<std::vector<event_record>> done)
-    = 0;
+                        callback<std::vector<event_record>> done) = 0;
 
   /// Events carrying `tag` with `offset >= from_offset`, at most `max`, in offset order.
   virtual void read_tagged(std::string tag, std::uint64_t from_offset, std::size_t max,
-                           callback<std::vector<event_record>> done)
-    = 0;
+                           callback<std::vector<event_record>> done) = 0;
 
   /// The highest sequence number of a stream (0 if it has no events).
   virtual void highest_seq(std::string persistence_id, callback<std::uint64_t> done) = 0;
@@ -119,8 +117,7 @@ public:
 
   /// Persistence ids greater than `after`, sorted, at most `max`.
   virtual void persistence_ids(std::string after, std::size_t max,
-                               callback<std::vector<std::string>> done)
-    = 0;
+                               callback<std::vector<std::string>> done) = 0;
 
   /// Registers `f` for every batch committed from now on; returns a handle for
   /// `unsubscribe`. Batches arrive in offset order with no gaps between them.
@@ -133,10 +130,10 @@ using journal_ptr = std::shared_ptr<journal>;
 /// A stored snapshot of one aggregate's state.
 struct snapshot_record {
   std::string persistence_id;
-  std::uint64_t seq = 0;  ///< the state includes events 1..seq
-  std::string name;       ///< the state type's name
+  std::uint64_t seq = 0; ///< the state includes events 1..seq
+  std::string name;      ///< the state type's name
   std::uint32_t version = 1;
-  std::string payload;  ///< JSON text
+  std::string payload; ///< JSON text
   std::int64_t timestamp_us = 0;
 
   friend bool operator==(const snapshot_record&, const snapshot_record&) = default;
@@ -152,8 +149,7 @@ public:
 
   /// The stored snapshots of a stream, newest first (empty if none). A caller that cannot
   /// decode the first one falls back to the next, then to a full replay.
-  virtual void load(std::string persistence_id, callback<std::vector<snapshot_record>> done)
-    = 0;
+  virtual void load(std::string persistence_id, callback<std::vector<snapshot_record>> done) = 0;
 };
 
 using snapshot_store_ptr = std::shared_ptr<snapshot_store>;

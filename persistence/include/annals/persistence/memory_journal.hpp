@@ -38,9 +38,8 @@ public:
   ~memory_journal() override;
 
   void append(append_request req, callback<append_result> done) override;
-  void read_stream(std::string persistence_id, std::uint64_t from_seq,
-                   std::uint64_t to_seq, std::size_t max,
-                   callback<std::vector<event_record>> done) override;
+  void read_stream(std::string persistence_id, std::uint64_t from_seq, std::uint64_t to_seq,
+                   std::size_t max, callback<std::vector<event_record>> done) override;
   void read_all(std::uint64_t from_offset, std::size_t max,
                 callback<std::vector<event_record>> done) override;
   void read_tagged(std::string tag, std::uint64_t from_offset, std::size_t max,
@@ -61,10 +60,10 @@ private:
   void deliver_pending();
 
   std::mutex mtx_;
-  std::vector<event_record> events_;  // index = offset - 1
+  std::vector<event_record> events_; // index = offset - 1
   std::unordered_map<std::string, std::vector<std::size_t>> streams_;
   std::unordered_map<std::string, std::vector<std::size_t>> tagged_;
-  std::map<std::string, std::uint64_t> ids_;  // sorted for `persistence_ids`
+  std::map<std::string, std::uint64_t> ids_; // sorted for `persistence_ids`
   std::map<std::uint64_t, std::shared_ptr<commit_listener>> listeners_;
   std::uint64_t next_listener_ = 1;
   std::deque<std::vector<event_record>> undelivered_;
@@ -80,8 +79,7 @@ public:
   ~memory_snapshot_store() override;
 
   void save(snapshot_record snap, callback<caf::unit_t> done) override;
-  void load(std::string persistence_id,
-            callback<std::vector<snapshot_record>> done) override;
+  void load(std::string persistence_id, callback<std::vector<snapshot_record>> done) override;
 
 private:
   std::size_t keep_;

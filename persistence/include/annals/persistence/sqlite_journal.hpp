@@ -75,20 +75,20 @@ struct sqlite_options {
 
 /// Counters of a `sqlite_journal` since it was opened.
 struct sqlite_journal_stats {
-  std::uint64_t appends = 0;         ///< appends committed
-  std::uint64_t events = 0;          ///< events committed
-  std::uint64_t failed_appends = 0;  ///< appends answered with an error
-  std::uint64_t transactions = 0;    ///< write transactions committed (one fsync each)
-  std::uint64_t largest_batch = 0;   ///< most writes committed by one transaction
+  std::uint64_t appends = 0;        ///< appends committed
+  std::uint64_t events = 0;         ///< events committed
+  std::uint64_t failed_appends = 0; ///< appends answered with an error
+  std::uint64_t transactions = 0;   ///< write transactions committed (one fsync each)
+  std::uint64_t largest_batch = 0;  ///< most writes committed by one transaction
 };
 
 /// What the file and the writer connection actually use, read back after opening.
 struct sqlite_journal_info {
   std::string path;
-  std::string journal_mode;        ///< `wal`
-  int synchronous = 0;             ///< SQLite's code: 1 = NORMAL, 2 = FULL
-  std::uint32_t schema_version = 0;  ///< the file's `user_version`
-  bool created = false;            ///< true if `open` created the file's schema
+  std::string journal_mode;         ///< `wal`
+  int synchronous = 0;              ///< SQLite's code: 1 = NORMAL, 2 = FULL
+  std::uint32_t schema_version = 0; ///< the file's `user_version`
+  bool created = false;             ///< true if `open` created the file's schema
 };
 
 class sqlite_snapshot_store;
@@ -118,9 +118,8 @@ public:
   sqlite_journal& operator=(const sqlite_journal&) = delete;
 
   void append(append_request req, callback<append_result> done) override;
-  void read_stream(std::string persistence_id, std::uint64_t from_seq,
-                   std::uint64_t to_seq, std::size_t max,
-                   callback<std::vector<event_record>> done) override;
+  void read_stream(std::string persistence_id, std::uint64_t from_seq, std::uint64_t to_seq,
+                   std::size_t max, callback<std::vector<event_record>> done) override;
   void read_all(std::uint64_t from_offset, std::size_t max,
                 callback<std::vector<event_record>> done) override;
   void read_tagged(std::string tag, std::uint64_t from_offset, std::size_t max,
@@ -171,8 +170,7 @@ public:
   ~sqlite_snapshot_store() override;
 
   void save(snapshot_record snap, callback<caf::unit_t> done) override;
-  void load(std::string persistence_id,
-            callback<std::vector<snapshot_record>> done) override;
+  void load(std::string persistence_id, callback<std::vector<snapshot_record>> done) override;
 
 private:
   std::shared_ptr<sqlite_journal::impl> impl_;

@@ -36,8 +36,7 @@ namespace annals::actors::detail {
 template <class T>
 class typed_run final : public run_base {
 public:
-  explicit typed_run(command_run<T> run) : run_(std::move(run)) {
-  }
+  explicit typed_run(command_run<T> run) : run_(std::move(run)) {}
   bool done() const noexcept override {
     return run_.done();
   }
@@ -81,9 +80,10 @@ public:
 int64_t now_us();
 
 template <class State>
-constexpr bool snapshottable = requires { State::name; }
-                               && boost::json::has_value_from<State>::value
-                               && boost::json::has_value_to<State>::value;
+constexpr bool snapshottable = requires {
+  State::name;
+}
+&&boost::json::has_value_from<State>::value&& boost::json::has_value_to<State>::value;
 
 template <class A>
 class aggregate_runtime final : public persist_port {
@@ -140,13 +140,13 @@ public:
             seq_ = snap.seq;
             break;
           }
-          ctx_->warn("skipping snapshot of " + pid_ + " at seq " + std::to_string(snap.seq)
-                     + ": " + render(st.error()));
+          ctx_->warn("skipping snapshot of " + pid_ + " at seq " + std::to_string(snap.seq) + ": "
+                     + render(st.error()));
         }
       }
     } else {
-      ctx_->warn("snapshots of " + pid_ + " unavailable, replaying all events: "
-                 + render(msg.result.error()));
+      ctx_->warn("snapshots of " + pid_
+                 + " unavailable, replaying all events: " + render(msg.result.error()));
     }
     read_tail(phase::recovering);
   }
@@ -163,10 +163,9 @@ public:
     for (auto& rec : records) {
       auto ev = codec_type::decode(rec.name, rec.version, rec.payload);
       if (!ev)
-        return read_failed(make_error(
-          persistence::journal_errc::corrupt_row,
-          "persistence id " + pid_ + ", seq " + std::to_string(rec.seq) + ": "
-            + render(ev.error())));
+        return read_failed(make_error(persistence::journal_errc::corrupt_row,
+                                      "persistence id " + pid_ + ", seq " + std::to_string(rec.seq)
+                                        + ": " + render(ev.error())));
       aggregate_access::apply(agg_, *ev);
       seq_ = rec.seq;
       remember(rec.metadata.command_id, rec.seq, std::nullopt);
@@ -263,8 +262,7 @@ private:
     phase_ = next;
     auto token = next_token();
     ctx_->journal->read_stream(pid_, seq_ + 1, std::numeric_limits<std::uint64_t>::max(),
-                               ctx_->options.replay_page,
-                               [hdl = handle(), token](auto res) {
+                               ctx_->options.replay_page, [hdl = handle(), token](auto res) {
                                  caf::anon_send(hdl, events_read{token, std::move(res)});
                                });
     arm_timeout(token);
@@ -347,8 +345,7 @@ private:
     read_tail(phase::reloading);
   }
 
-  void remember(const std::string& command_id, std::uint64_t seq,
-                std::optional<std::any> reply) {
+  void remember(const std::string& command_id, std::uint64_t seq, std::optional<std::any> reply) {
     if (command_id.empty() || ctx_->options.dedupe_window == 0)
       return;
     auto [i, added] = seen_.try_emplace(command_id, dedupe_entry{seq, seq, std::move(reply)});
@@ -401,8 +398,7 @@ private:
     if (recompute_next_ > recompute_until_)
       return finish_recompute();
     auto token = next_token();
-    ctx_->journal->read_stream(pid_, recompute_next_, recompute_until_,
-                               ctx_->options.replay_page,
+    ctx_->journal->read_stream(pid_, recompute_next_, recompute_until_, ctx_->options.replay_page,
                                [hdl = handle(), token](auto res) {
                                  caf::anon_send(hdl, events_read{token, std::move(res)});
                                });
@@ -426,8 +422,8 @@ private:
     discarding_port port;
     aggregate_access::set_port(*scratch_, &port);
     auto run = current_->env.start(static_cast<void*>(scratch_.get()));
-    caf::expected<std::any> result = make_error(
-      errc::handler_failed, "re-running a duplicate command did not complete");
+    caf::expected<std::any> result =
+      make_error(errc::handler_failed, "re-running a duplicate command did not complete");
     if (run->done())
       result = run->take();
     else

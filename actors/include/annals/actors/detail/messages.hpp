@@ -31,9 +31,9 @@ public:
 
 /// A command on its way to an aggregate, with its type erased.
 struct envelope {
-  std::string type_name;     ///< the aggregate type, e.g. `account`
-  std::string id;            ///< the aggregate id, e.g. `acc-42`
-  event_metadata metadata;   ///< command id (idempotency key) and correlation id
+  std::string type_name;   ///< the aggregate type, e.g. `account`
+  std::string id;          ///< the aggregate id, e.g. `acc-42`
+  event_metadata metadata; ///< command id (idempotency key) and correlation id
   /// Starts the typed command on the aggregate behind `agg` (an `A*`). Called once.
   std::function<std::unique_ptr<run_base>(void* agg)> start;
 };

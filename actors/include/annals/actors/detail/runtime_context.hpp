@@ -28,7 +28,7 @@ struct counters {
 struct runtime_context {
   std::string type_name;
   persistence::journal_ptr journal;
-  persistence::snapshot_store_ptr snapshots;  // may be null
+  persistence::snapshot_store_ptr snapshots; // may be null
   aggregate_options options;
   std::function<void(std::string_view)> warn;
   std::shared_ptr<counters> stats;
