@@ -105,9 +105,9 @@ int main(int argc, char** argv) {
     say("acc-ada: deposit 120.00", bank.ask<account>("acc-ada", bank::deposit{12'000}));
     say("acc-ada: withdraw 20.50", bank.ask<account>("acc-ada", bank::withdraw{2'050}));
     say("acc-bob: deposit 5.00 (key dep-1)",
-        bank.ask<account>("acc-bob", bank::deposit{500}, 10s, {.command_id = "dep-1"}));
+        bank.ask<account>("acc-bob", bank::deposit{500}, 10s, {"dep-1"}));
     say("acc-bob: same request retried (key dep-1)",
-        bank.ask<account>("acc-bob", bank::deposit{500}, 10s, {.command_id = "dep-1"}));
+        bank.ask<account>("acc-bob", bank::deposit{500}, 10s, {"dep-1"}));
     say("acc-bob: withdraw 50.00", bank.ask<account>("acc-bob", bank::withdraw{5'000}));
     say("acc-bob: deposit -1.00", bank.ask<account>("acc-bob", bank::deposit{-100}));
     say("acc-eve: deposit 1.00", bank.ask<account>("acc-eve", bank::deposit{100}));
@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
     say("acc-ada: balance (recovered)", bank.ask<account>("acc-ada", bank::get_balance{}));
     say("acc-bob: balance (recovered)", bank.ask<account>("acc-bob", bank::get_balance{}));
     say("acc-bob: retry of dep-1 after the restart",
-        bank.ask<account>("acc-bob", bank::deposit{500}, 10s, {.command_id = "dep-1"}));
+        bank.ask<account>("acc-bob", bank::deposit{500}, 10s, {"dep-1"}));
     say("acc-ada: withdraw 99.50", bank.ask<account>("acc-ada", bank::withdraw{9'950}));
     auto m = bank.metrics();
     std::printf("  recovered %llu aggregates: %llu events replayed after their snapshots\n",

@@ -290,7 +290,7 @@ TEST_CASE("a command id makes a retry return the first reply and persist nothing
           "after a restart",
           "[runtime][idempotency]") {
   auto journal = std::make_shared<ap::memory_journal>();
-  annals::actors::command_options key{.command_id = "req-7"};
+  annals::actors::command_options key{"req-7"};
   {
     system_config cfg;
     caf::actor_system sys{cfg};

@@ -43,7 +43,14 @@
 namespace annals::actors {
 
 /// Who sends a command, for idempotency and tracing; stored with the events it causes.
+///
+/// Not an aggregate on purpose: GCC 12 destroys an aggregate temporary created inside a
+/// `co_await` expression twice (docs/pitfalls.md), and `ask(..., {"key"})` is such a place.
 struct command_options {
+  command_options() = default;
+  command_options(std::string command_id_, std::string correlation_id_ = {})
+    : command_id(std::move(command_id_)), correlation_id(std::move(correlation_id_)) {}
+
   /// Idempotency key: a command whose id the aggregate already handled (within its
   /// de-duplication window, also across restarts) returns the original reply and persists
   /// nothing. Empty: no de-duplication.

@@ -26,6 +26,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_response_promise.hpp>
 
+#include "annals/actors/detail/actor_context.hpp"
 #include "annals/actors/detail/messages.hpp"
 #include "annals/actors/detail/runtime_context.hpp"
 #include "annals/aggregate.hpp"
@@ -95,6 +96,8 @@ public:
                     std::string id)
     : self_(self), ctx_(std::move(ctx)), pid_(ctx_->type_name + "|" + id) {
     aggregate_access::set_port(agg_, this);
+    actor_ctx_.self = self;
+    actor_ctx_.after_resume = [this] { after_resume(); };
   }
 
   aggregate_runtime(const aggregate_runtime&) = delete;
@@ -191,7 +194,10 @@ public:
                                                    : msg.result->first_seq,
                           msg.result->last_seq};
     op->apply();
-    op->continuation.resume();
+    {
+      context_guard guard{&actor_ctx_};
+      op->continuation.resume();
+    }
     after_resume();
   }
 
@@ -303,7 +309,10 @@ private:
           return;
         }
       }
-      run_ = current_->env.start(static_cast<void*>(&agg_));
+      {
+        context_guard guard{&actor_ctx_};
+        run_ = current_->env.start(static_cast<void*>(&agg_));
+      }
       after_resume();
     }
     quit_if_idle();
@@ -443,6 +452,7 @@ private:
   }
 
   caf::event_based_actor* self_;
+  actor_context actor_ctx_;
   std::shared_ptr<const runtime_context> ctx_;
   std::string pid_;
   A agg_;
