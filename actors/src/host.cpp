@@ -46,8 +46,8 @@ using detail::reply_msg;
 struct live_entry {
   caf::actor actor;
   bool stopping = false;
-  std::deque<std::pair<envelope, caf::typed_response_promise<reply_msg>>> waiting;
-  std::list<std::string>::iterator lru;
+  std::vector<std::pair<envelope, caf::typed_response_promise<reply_msg>>> waiting;
+  std::list<const std::string*>::iterator lru;
 };
 
 struct registry_state {
@@ -56,13 +56,14 @@ struct registry_state {
   std::size_t max_live = 0;
   std::size_t live = 0; // entries not stopping
   std::unordered_map<std::string, live_entry> entries;
-  std::unordered_map<caf::actor_addr, std::string> keys;
-  std::list<std::string> lru; // front: most recently used
+  // Both point at the keys of `entries` (stable in a node-based map): one copy per key.
+  std::unordered_map<caf::actor_addr, const std::string*> keys;
+  std::list<const std::string*> lru; // front: most recently used
 };
 
 using registry_actor = caf::stateful_actor<registry_state>;
 
-void request_stop(registry_actor* self, const std::string& key, live_entry& e) {
+void request_stop(registry_actor* self, live_entry& e) {
   if (e.stopping)
     return;
   e.stopping = true;
@@ -70,7 +71,6 @@ void request_stop(registry_actor* self, const std::string& key, live_entry& e) {
   self->state.lru.erase(e.lru);
   self->state.stats->passivations.fetch_add(1, std::memory_order_relaxed);
   self->send(e.actor, detail::stop_atom::value);
-  (void)key;
 }
 
 caf::error spawn_into(registry_actor* self, const std::string& key, const envelope& env,
@@ -81,14 +81,13 @@ caf::error spawn_into(registry_actor* self, const std::string& key, const envelo
   auto max = self->state.max_live;
   // Make room first: the least recently used actor is passivated.
   while (max > 0 && self->state.live >= max && !self->state.lru.empty()) {
-    auto victim = self->state.lru.back();
-    request_stop(self, victim, self->state.entries.at(victim));
+    request_stop(self, self->state.entries.at(*self->state.lru.back()));
   }
   e.actor = (*spawn)(self->system(), env.id, caf::actor_cast<caf::actor>(self));
   e.stopping = false;
   self->monitor(e.actor);
-  self->state.keys[e.actor.address()] = key;
-  self->state.lru.push_front(key);
+  self->state.keys[e.actor.address()] = &key;
+  self->state.lru.push_front(&key);
   e.lru = self->state.lru.begin();
   ++self->state.live;
   return {};
@@ -109,7 +108,7 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
     auto k = self->state.keys.find(dm.source);
     if (k == self->state.keys.end())
       return;
-    auto key = std::move(k->second);
+    auto key = *k->second;
     self->state.keys.erase(k);
     auto i = self->state.entries.find(key);
     if (i == self->state.entries.end() || i->second.actor.address() != dm.source)
@@ -128,7 +127,7 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
     // recovers only now that the old one can no longer write.
     auto waiting = std::move(e.waiting);
     e.waiting.clear();
-    if (auto err = spawn_into(self, key, waiting.front().first, e)) {
+    if (auto err = spawn_into(self, i->first, waiting.front().first, e)) {
       for (auto& [env, rp] : waiting)
         rp.deliver(err);
       self->state.entries.erase(key);
@@ -142,10 +141,11 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
       auto key = host::persistence_id(env.type_name, env.id);
       auto i = self->state.entries.find(key);
       if (i == self->state.entries.end()) {
-        live_entry fresh;
-        if (auto err = spawn_into(self, key, env, fresh))
+        i = self->state.entries.emplace(std::move(key), live_entry{}).first;
+        if (auto err = spawn_into(self, i->first, env, i->second)) {
+          self->state.entries.erase(i);
           return err;
-        i = self->state.entries.emplace(key, std::move(fresh)).first;
+        }
       } else if (i->second.stopping) {
         auto rp = self->make_response_promise<reply_msg>();
         i->second.waiting.emplace_back(std::move(env), rp);
@@ -159,9 +159,9 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
       auto k = self->state.keys.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
       if (k == self->state.keys.end())
         return;
-      auto i = self->state.entries.find(k->second);
+      auto i = self->state.entries.find(*k->second);
       if (i != self->state.entries.end() && i->second.actor.address() == k->first)
-        request_stop(self, k->second, i->second);
+        request_stop(self, i->second);
     },
     [self](detail::stats_atom) { return self->state.live; },
   };

@@ -11,7 +11,7 @@
 
 #include <any>
 #include <chrono>
-#include <deque>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -201,9 +201,15 @@ public:
     after_resume();
   }
 
-  void on_timeout(io_timeout& msg) {
-    if (msg.token != awaited_)
+  void on_timeout(io_timeout&) {
+    timer_armed_ = false;
+    if (awaited_ == 0)
       return;
+    auto now = std::chrono::steady_clock::now();
+    if (now < deadline_) {
+      // The deadline moved on since the timer was set: wait for the rest.
+      return schedule_timer(std::chrono::ceil<std::chrono::milliseconds>(deadline_ - now));
+    }
     awaited_ = 0;
     auto err = make_error(errc::timeout, "the journal did not answer within "
                                            + std::to_string(ctx_->options.journal_timeout.count())
@@ -222,14 +228,14 @@ public:
   }
 
   bool idle() const noexcept {
-    return !current_ && queue_.empty() && phase_ == phase::running;
+    return !busy_ && queue_.empty() && phase_ == phase::running;
   }
 
   // persist_port
   bool begin(pending_persist& op) override {
     op_ = &op;
     auto token = next_token();
-    persistence::append_request req{pid_, seq_, op.events, current_->env.metadata};
+    persistence::append_request req{pid_, seq_, op.events, current().env.metadata};
     ctx_->journal->append(std::move(req), [hdl = handle(), token](auto res) {
       caf::anon_send(hdl, append_done{token, std::move(res)});
     });
@@ -251,6 +257,16 @@ private:
     std::optional<std::any> reply;
   };
 
+  // Recent command ids, oldest first in `order`.
+  struct dedupe {
+    std::unordered_map<std::string, dedupe_entry> entries;
+    std::list<std::string> order;
+  };
+
+  queued& current() {
+    return queue_.front();
+  }
+
   caf::actor handle() const {
     return caf::actor_cast<caf::actor>(self_);
   }
@@ -260,8 +276,19 @@ private:
     return awaited_;
   }
 
-  void arm_timeout(std::uint64_t token) {
-    self_->delayed_send(self_, ctx_->options.journal_timeout, io_timeout{token});
+  // One timer per aggregate, not one per operation: each operation only moves the
+  // deadline, and the timer re-arms for the remainder when it fires early. A CAF timer
+  // costs a push to the clock thread and a message, which a persist per command would
+  // pay every time.
+  void arm_timeout(std::uint64_t) {
+    deadline_ = std::chrono::steady_clock::now() + ctx_->options.journal_timeout;
+    if (!timer_armed_)
+      schedule_timer(ctx_->options.journal_timeout);
+  }
+
+  void schedule_timer(std::chrono::milliseconds after) {
+    timer_armed_ = true;
+    self_->delayed_send(self_, after, io_timeout{});
   }
 
   void read_tail(phase next) {
@@ -293,13 +320,12 @@ private:
   }
 
   void pump() {
-    while (phase_ == phase::running && !current_ && !queue_.empty()) {
-      current_.emplace(std::move(queue_.front()));
-      queue_.pop_front();
+    while (phase_ == phase::running && !busy_ && !queue_.empty()) {
+      busy_ = true; // the front of the queue is the current command
       current_seq_range_ = {0, 0};
-      const auto& cid = current_->env.metadata.command_id;
-      if (!cid.empty()) {
-        if (auto i = seen_.find(cid); i != seen_.end()) {
+      const auto& cid = current().env.metadata.command_id;
+      if (!cid.empty() && seen_) {
+        if (auto i = seen_->entries.find(cid); i != seen_->entries.end()) {
           ctx_->stats->duplicates.fetch_add(1, std::memory_order_relaxed);
           if (i->second.reply) {
             finish_current(*i->second.reply);
@@ -311,7 +337,7 @@ private:
       }
       {
         context_guard guard{&actor_ctx_};
-        run_ = current_->env.start(static_cast<void*>(&agg_));
+        run_ = current().env.start(static_cast<void*>(&agg_));
       }
       after_resume();
     }
@@ -325,15 +351,16 @@ private:
     auto result = run_->take();
     run_.reset();
     if (result && current_seq_range_.first != 0)
-      remember(current_->env.metadata.command_id, current_seq_range_.first, *result);
+      remember(current().env.metadata.command_id, current_seq_range_.first, *result);
     finish_current(std::move(result));
     maybe_snapshot();
     pump();
   }
 
   void finish_current(caf::expected<std::any> result) {
-    auto q = std::move(*current_);
-    current_.reset();
+    auto q = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = false;
     if (result) {
       ctx_->stats->commands_handled.fetch_add(1, std::memory_order_relaxed);
       q.rp.deliver(reply_msg{std::move(*result)});
@@ -357,15 +384,18 @@ private:
   void remember(const std::string& command_id, std::uint64_t seq, std::optional<std::any> reply) {
     if (command_id.empty() || ctx_->options.dedupe_window == 0)
       return;
-    auto [i, added] = seen_.try_emplace(command_id, dedupe_entry{seq, seq, std::move(reply)});
+    if (!seen_)
+      seen_ = std::make_unique<dedupe>();
+    auto [i, added] =
+      seen_->entries.try_emplace(command_id, dedupe_entry{seq, seq, std::move(reply)});
     if (!added) {
       i->second.last_seq = seq;
       return;
     }
-    seen_order_.push_back(command_id);
-    if (seen_order_.size() > ctx_->options.dedupe_window) {
-      seen_.erase(seen_order_.front());
-      seen_order_.pop_front();
+    seen_->order.push_back(command_id);
+    if (seen_->order.size() > ctx_->options.dedupe_window) {
+      seen_->entries.erase(seen_->order.front());
+      seen_->order.pop_front();
     }
   }
 
@@ -430,7 +460,7 @@ private:
   void finish_recompute() {
     discarding_port port;
     aggregate_access::set_port(*scratch_, &port);
-    auto run = current_->env.start(static_cast<void*>(scratch_.get()));
+    auto run = current().env.start(static_cast<void*>(scratch_.get()));
     caf::expected<std::any> result =
       make_error(errc::handler_failed, "re-running a duplicate command did not complete");
     if (run->done())
@@ -440,7 +470,7 @@ private:
     run.reset();
     scratch_.reset();
     if (result)
-      seen_[current_->env.metadata.command_id].reply = *result;
+      seen_->entries[current().env.metadata.command_id].reply = *result;
     finish_current(std::move(result));
     phase_ = phase::running;
     pump();
@@ -458,16 +488,17 @@ private:
   A agg_;
   std::uint64_t seq_ = 0;
   phase phase_ = phase::recovering;
-  std::deque<queued> queue_;
-  std::optional<queued> current_;
+  std::list<queued> queue_; // a list: an empty std::deque allocates ~600 bytes
+  bool busy_ = false;       // a command (the front of queue_) is in progress
   std::unique_ptr<run_base> run_;
   pending_persist* op_ = nullptr;
   std::pair<std::uint64_t, std::uint64_t> current_seq_range_{0, 0};
   std::uint64_t token_ = 0;
   std::uint64_t awaited_ = 0;
+  std::chrono::steady_clock::time_point deadline_;
+  bool timer_armed_ = false;
   std::size_t since_snapshot_ = 0;
-  std::unordered_map<std::string, dedupe_entry> seen_;
-  std::deque<std::string> seen_order_;
+  std::unique_ptr<dedupe> seen_; // allocated by the first command id
   std::unique_ptr<A> scratch_;
   std::uint64_t recompute_until_ = 0;
   std::uint64_t recompute_next_ = 0;

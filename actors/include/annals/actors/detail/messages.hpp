@@ -58,9 +58,8 @@ struct snapshots_read {
   caf::expected<std::vector<persistence::snapshot_record>> result;
 };
 
-struct io_timeout {
-  std::uint64_t token;
-};
+/// The aggregate's single journal timer fired (see `aggregate_runtime::arm_timeout`).
+struct io_timeout {};
 
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
