@@ -138,10 +138,13 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
   });
   return {
     [self](envelope& env) -> caf::result<reply_msg> {
-      auto key = host::persistence_id(env.type_name, env.id);
+      // Built in a reused buffer: a key that does not fit the small-string buffer would
+      // otherwise cost an allocation per command.
+      thread_local std::string key;
+      key.assign(env.type_name).append(1, '|').append(env.id);
       auto i = self->state.entries.find(key);
       if (i == self->state.entries.end()) {
-        i = self->state.entries.emplace(std::move(key), live_entry{}).first;
+        i = self->state.entries.emplace(key, live_entry{}).first;
         if (auto err = spawn_into(self, i->first, env, i->second)) {
           self->state.entries.erase(i);
           return err;

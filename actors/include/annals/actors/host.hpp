@@ -152,7 +152,7 @@ public:
     return detail::envelope{
       std::move(*type_name), std::string{id},
       event_metadata{std::move(opts.command_id), std::move(opts.correlation_id)},
-      detail::make_starter<A>(std::move(cmd))};
+      std::make_shared<detail::typed_command<A, C>>(std::move(cmd))};
   }
 
   /// The registry actor that routes commands (`detail::envelope` messages).

@@ -58,16 +58,19 @@ private:
   command_run<T> run_;
 };
 
-/// Makes the `start` function of an envelope for command `C` on aggregate type `A`.
 template <class A, class C>
-std::function<std::unique_ptr<run_base>(void*)> make_starter(C cmd) {
-  auto boxed = std::make_shared<C>(std::move(cmd));
-  return [boxed](void* agg) -> std::unique_ptr<run_base> {
+class typed_command final : public command_base {
+public:
+  explicit typed_command(C cmd) : cmd_(std::move(cmd)) {}
+  std::unique_ptr<run_base> start(void* agg) override {
     using T = reply_t<A, C>;
     return std::make_unique<typed_run<T>>(
-      command_run<T>::start(*static_cast<A*>(agg), std::move(*boxed)));
-  };
-}
+      command_run<T>::start(*static_cast<A*>(agg), std::move(cmd_)));
+  }
+
+private:
+  C cmd_;
+};
 
 /// Completes every persist at once without storing anything; used to recompute a reply.
 class discarding_port final : public persist_port {
@@ -188,8 +191,8 @@ public:
     if (!msg.result)
       return fail_current(std::move(msg.result.error()));
     seq_ = msg.result->last_seq;
-    since_snapshot_ += op->events.size();
-    ctx_->stats->events_persisted.fetch_add(op->events.size(), std::memory_order_relaxed);
+    since_snapshot_ += persisting_;
+    ctx_->stats->events_persisted.fetch_add(persisting_, std::memory_order_relaxed);
     current_seq_range_ = {current_seq_range_.first ? current_seq_range_.first
                                                    : msg.result->first_seq,
                           msg.result->last_seq};
@@ -235,7 +238,9 @@ public:
   bool begin(pending_persist& op) override {
     op_ = &op;
     auto token = next_token();
-    persistence::append_request req{pid_, seq_, op.events, current().env.metadata};
+    // The encoded events are not needed after this: move them (only their count is kept).
+    persisting_ = op.events.size();
+    persistence::append_request req{pid_, seq_, std::move(op.events), current().env.metadata};
     ctx_->journal->append(std::move(req), [hdl = handle(), token](auto res) {
       caf::anon_send(hdl, append_done{token, std::move(res)});
     });
@@ -337,7 +342,7 @@ private:
       }
       {
         context_guard guard{&actor_ctx_};
-        run_ = current().env.start(static_cast<void*>(&agg_));
+        run_ = current().env.command->start(static_cast<void*>(&agg_));
       }
       after_resume();
     }
@@ -460,7 +465,7 @@ private:
   void finish_recompute() {
     discarding_port port;
     aggregate_access::set_port(*scratch_, &port);
-    auto run = current().env.start(static_cast<void*>(scratch_.get()));
+    auto run = current().env.command->start(static_cast<void*>(scratch_.get()));
     caf::expected<std::any> result =
       make_error(errc::handler_failed, "re-running a duplicate command did not complete");
     if (run->done())
@@ -498,6 +503,7 @@ private:
   std::chrono::steady_clock::time_point deadline_;
   bool timer_armed_ = false;
   std::size_t since_snapshot_ = 0;
+  std::size_t persisting_ = 0;   // events in the append in flight
   std::unique_ptr<dedupe> seen_; // allocated by the first command id
   std::unique_ptr<A> scratch_;
   std::uint64_t recompute_until_ = 0;

@@ -29,13 +29,21 @@ public:
   virtual void abandon() noexcept = 0;
 };
 
+/// A typed command, erased: `start` runs it on the aggregate behind `agg` (an `A*`).
+class command_base {
+public:
+  virtual ~command_base() = default;
+  /// Starts the command; called once (it moves the command into the handler).
+  virtual std::unique_ptr<run_base> start(void* agg) = 0;
+};
+
 /// A command on its way to an aggregate, with its type erased.
 struct envelope {
   std::string type_name;   ///< the aggregate type, e.g. `account`
   std::string id;          ///< the aggregate id, e.g. `acc-42`
   event_metadata metadata; ///< command id (idempotency key) and correlation id
-  /// Starts the typed command on the aggregate behind `agg` (an `A*`). Called once.
-  std::function<std::unique_ptr<run_base>(void* agg)> start;
+  /// The command itself (shared: CAF messages are copyable).
+  std::shared_ptr<command_base> command;
 };
 
 /// The value of a successful reply; errors travel as `caf::error`.
