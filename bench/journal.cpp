@@ -28,7 +28,13 @@
 
 #include "annals/persistence/sqlite_journal.hpp"
 
+#include "common.hpp"
+
 namespace {
+
+using bench::die;
+using bench::percentile;
+using bench::remove_db;
 
 using namespace annals::persistence;
 using clock_type = std::chrono::steady_clock;
@@ -64,11 +70,6 @@ struct replay_figures {
   double baseline_rows_per_s = 0;
 };
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench_journal: %s\n", what.c_str());
-  std::exit(1);
-}
-
 double seconds_since(clock_type::time_point start) {
   return std::chrono::duration<double>(clock_type::now() - start).count();
 }
@@ -102,14 +103,6 @@ std::int64_t decode_cents(std::string_view payload) {
   if (ec)
     die("invalid JSON in replay: " + std::string{payload});
   return jv.as_object().at("cents").as_int64();
-}
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty())
-    return 0;
-  auto k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-  return v[k];
 }
 
 // -- the journal --------------------------------------------------------------------------
@@ -323,11 +316,6 @@ void run_baseline_replay(const std::string& path, replay_figures& out) {
     std::puts("");
   sqlite3_finalize(sel);
   sqlite3_close(db);
-}
-
-void remove_db(const std::string& path) {
-  for (const char* suffix : {"", "-wal", "-shm"})
-    std::filesystem::remove(path + suffix);
 }
 
 } // namespace

@@ -78,7 +78,14 @@ std::atomic<std::uint64_t> g_allocations{0};
   std::free(p);
 }
 
+#include "common.hpp"
+
 namespace {
+
+using bench::die;
+using bench::load_average;
+using bench::percentile;
+using bench::remove_db;
 
 using namespace annals::persistence;
 using annals::actors::host;
@@ -219,21 +226,8 @@ struct memory_figures {
   double overhead_bytes = 0; ///< `bytes_per_aggregate - state_bytes`
 };
 
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "bench_runtime: %s\n", what.c_str());
-  std::exit(1);
-}
-
 double ms_between(clock_type::time_point a, clock_type::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty())
-    return 0;
-  auto k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-  return v[k];
 }
 
 long rss_bytes() {
@@ -242,18 +236,6 @@ long rss_bytes() {
   long resident = 0;
   in >> size >> resident;
   return resident * sysconf(_SC_PAGESIZE);
-}
-
-std::string load_average() {
-  std::ifstream in{"/proc/loadavg"};
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
-
-void remove_db(const std::string& path) {
-  for (const char* suffix : {"", "-wal", "-shm"})
-    std::filesystem::remove(path + suffix);
 }
 
 /// The workload: which account each command goes to, and its amount.

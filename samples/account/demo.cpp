@@ -72,6 +72,26 @@ std::uint64_t head_of(ap::journal& j) {
   return head ? *head : 0;
 }
 
+// Everything one run of the service holds: the actor system, the balances projection and
+// the host of the account aggregates, all on one journal file. Members end in reverse
+// order: host and projection before the actor system.
+struct session {
+  session(std::shared_ptr<ap::sqlite_journal> j, const std::string& path)
+    : journal(std::move(j)),
+      balances(annals::actors::spawn_projection(
+        sys, journal, std::make_shared<bank::balances_projection>(),
+        {.name = "balances",
+         .path = path,
+         .filter = annals::actors::event_filter::aggregate_type("account")})),
+      bank(sys, journal, journal->snapshots()) {}
+
+  std::shared_ptr<ap::sqlite_journal> journal;
+  config cfg;
+  caf::actor_system sys{cfg};
+  annals::actors::projection balances;
+  host bank;
+};
+
 int fail(const caf::error& err) {
   std::cerr << "demo: " << annals::render(err) << '\n';
   return 1;
@@ -90,16 +110,11 @@ int main(int argc, char** argv) {
     auto journal = ap::sqlite_journal::open({.path = path});
     if (!journal)
       return fail(journal.error());
-    config cfg;
-    caf::actor_system sys{cfg};
-    auto balances = annals::actors::spawn_projection(
-      sys, *journal, std::make_shared<bank::balances_projection>(),
-      {.name = "balances",
-       .path = path,
-       .filter = annals::actors::event_filter::aggregate_type("account")});
-    host bank{sys, *journal, (*journal)->snapshots()};
-    if (auto err = bank.register_aggregate<account>("account", {.snapshot_every = 3}))
+    session s{*journal, path};
+    if (auto err = s.bank.register_aggregate<account>("account", {.snapshot_every = 3}))
       return fail(err);
+    auto& bank = s.bank;
+    auto& balances = s.balances;
     say("open acc-ada for Ada", bank.ask<account>("acc-ada", bank::open{"Ada"}));
     say("open acc-bob for Bob", bank.ask<account>("acc-bob", bank::open{"Bob"}));
     say("acc-ada: deposit 120.00", bank.ask<account>("acc-ada", bank::deposit{12'000}));
@@ -131,16 +146,11 @@ int main(int argc, char** argv) {
     auto journal = ap::sqlite_journal::open({.path = path});
     if (!journal)
       return fail(journal.error());
-    config cfg;
-    caf::actor_system sys{cfg};
-    auto balances = annals::actors::spawn_projection(
-      sys, *journal, std::make_shared<bank::balances_projection>(),
-      {.name = "balances",
-       .path = path,
-       .filter = annals::actors::event_filter::aggregate_type("account")});
-    host bank{sys, *journal, (*journal)->snapshots()};
-    if (auto err = bank.register_aggregate<account>("account", {.snapshot_every = 3}))
+    session s{*journal, path};
+    if (auto err = s.bank.register_aggregate<account>("account", {.snapshot_every = 3}))
       return fail(err);
+    auto& bank = s.bank;
+    auto& balances = s.balances;
     say("acc-ada: balance (recovered)", bank.ask<account>("acc-ada", bank::get_balance{}));
     say("acc-bob: balance (recovered)", bank.ask<account>("acc-bob", bank::get_balance{}));
     say("acc-bob: retry of dep-1 after the restart",
