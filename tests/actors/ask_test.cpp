@@ -118,6 +118,11 @@ TEST_CASE("a task run by a plain actor awaits asks one after another", "[runtime
 }
 
 TEST_CASE("ask awaited outside an actor fails the handler, not the process", "[runtime][ask]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  mv::bank_host = &h;
   annals::testkit<mv::mover> kit;
   auto out = kit.when(mv::move_money{"a", "b", 1});
   REQUIRE_FALSE(out.reply);
