@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <caf/actor_cast.hpp>
+#include <caf/after.hpp>
 #include <caf/behavior.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
