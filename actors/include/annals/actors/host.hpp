@@ -85,8 +85,12 @@ public:
   /// persistence ids: `account|acc-42`). Fails if the name is taken or invalid, or if `A`'s
   /// event codec is invalid (two types under one name, an upcaster chain with a hole):
   /// such problems surface here, at start-up, not at replay time.
+  ///
+  /// `make` builds each instance (e.g. to hand a process manager the host it asks);
+  /// without it, instances are default-constructed.
   template <aggregate_type A>
-  caf::error register_aggregate(std::string type_name, aggregate_options opts = {}) {
+  caf::error register_aggregate(std::string type_name, aggregate_options opts = {},
+                                std::function<A()> make = {}) {
     if (auto err = A::codec_type::validate())
       return err;
     auto ctx = std::make_shared<detail::runtime_context>();
@@ -97,8 +101,12 @@ public:
     ctx->warn = warn_;
     ctx->stats = stats_;
     std::shared_ptr<const detail::runtime_context> cctx = std::move(ctx);
-    spawn_fn spawn = [cctx](caf::actor_system& sys, const std::string& id, caf::actor reg) {
-      return sys.spawn(&detail::aggregate_actor<A>, cctx, id, std::move(reg));
+    std::shared_ptr<const std::function<A()>> factory;
+    if (make)
+      factory = std::make_shared<const std::function<A()>>(std::move(make));
+    spawn_fn spawn = [cctx, factory](caf::actor_system& sys, const std::string& id,
+                                     caf::actor reg) {
+      return sys.spawn(&detail::aggregate_actor<A>, cctx, id, std::move(reg), factory);
     };
     return add_type(std::move(type_name), &annals::detail::type_token<A>, std::move(spawn));
   }

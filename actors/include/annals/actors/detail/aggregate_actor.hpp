@@ -97,8 +97,9 @@ public:
   using codec_type = typename A::codec_type;
 
   aggregate_runtime(caf::event_based_actor* self, std::shared_ptr<const runtime_context> ctx,
-                    std::string id)
-    : self_(self), ctx_(std::move(ctx)), pid_(ctx_->type_name + "|" + id) {
+                    std::string id, std::shared_ptr<const std::function<A()>> make)
+    : self_(self), ctx_(std::move(ctx)), pid_(ctx_->type_name + "|" + id), make_(std::move(make)),
+      agg_(make_ ? (*make_)() : A{}) {
     aggregate_access::set_port(agg_, this);
     actor_ctx_.self = self;
     actor_ctx_.after_resume = [this] { after_resume(); };
@@ -433,7 +434,7 @@ private:
   // are deterministic functions of state and command, so the reply is the original one.
   void start_recompute(std::uint64_t first_seq) {
     phase_ = phase::recomputing;
-    scratch_ = std::make_unique<A>();
+    scratch_ = std::make_unique<A>(make_ ? (*make_)() : A{});
     recompute_until_ = first_seq - 1;
     recompute_next_ = 1;
     read_scratch_page();
@@ -491,6 +492,7 @@ private:
   actor_context actor_ctx_;
   std::shared_ptr<const runtime_context> ctx_;
   std::string pid_;
+  std::shared_ptr<const std::function<A()>> make_; // null: default construction
   A agg_;
   std::uint64_t seq_ = 0;
   phase phase_ = phase::recovering;
@@ -521,10 +523,11 @@ struct aggregate_actor_state {
 template <class A>
 caf::behavior aggregate_actor(caf::stateful_actor<aggregate_actor_state<A>>* self,
                               std::shared_ptr<const runtime_context> ctx, std::string id,
-                              caf::actor registry) {
+                              caf::actor registry, std::shared_ptr<const std::function<A()>> make) {
   auto idle = ctx->options.idle_timeout.count() > 0 ? caf::duration{ctx->options.idle_timeout}
                                                     : caf::duration{caf::infinite};
-  self->state.rt = std::make_unique<aggregate_runtime<A>>(self, std::move(ctx), std::move(id));
+  self->state.rt =
+    std::make_unique<aggregate_runtime<A>>(self, std::move(ctx), std::move(id), std::move(make));
   self->state.rt->start();
   auto* rt = self->state.rt.get();
   return {

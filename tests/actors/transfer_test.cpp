@@ -1,0 +1,157 @@
+#include <catch2/catch.hpp>
+
+#include "account/transfer.hpp"
+#include "annals/actors/host.hpp"
+#include "runtime_fixtures.hpp"
+
+using namespace rt;
+using annals::actors::host;
+using bank::account;
+using bank::transfer;
+using bank::transfer_status;
+
+namespace {
+
+// Forwards to a memory journal, failing appends that `fault` names.
+class faulty_journal final : public ap::journal {
+public:
+  std::shared_ptr<ap::memory_journal> inner = std::make_shared<ap::memory_journal>();
+  std::function<caf::error(const ap::append_request&)> fault;
+
+  void append(ap::append_request req, ap::callback<ap::append_result> done) override {
+    if (fault)
+      if (auto err = fault(req))
+        return done(std::move(err));
+    inner->append(std::move(req), std::move(done));
+  }
+  void read_stream(std::string pid, std::uint64_t from, std::uint64_t to, std::size_t max,
+                   ap::callback<std::vector<ap::event_record>> done) override {
+    inner->read_stream(std::move(pid), from, to, max, std::move(done));
+  }
+  void read_all(std::uint64_t from, std::size_t max,
+                ap::callback<std::vector<ap::event_record>> done) override {
+    inner->read_all(from, max, std::move(done));
+  }
+  void read_tagged(std::string tag, std::uint64_t from, std::size_t max,
+                   ap::callback<std::vector<ap::event_record>> done) override {
+    inner->read_tagged(std::move(tag), from, max, std::move(done));
+  }
+  void highest_seq(std::string pid, ap::callback<std::uint64_t> done) override {
+    inner->highest_seq(std::move(pid), std::move(done));
+  }
+  void head_offset(ap::callback<std::uint64_t> done) override {
+    inner->head_offset(std::move(done));
+  }
+  void persistence_ids(std::string after, std::size_t max,
+                       ap::callback<std::vector<std::string>> done) override {
+    inner->persistence_ids(std::move(after), max, std::move(done));
+  }
+  std::uint64_t subscribe(ap::commit_listener f) override {
+    return inner->subscribe(std::move(f));
+  }
+  void unsubscribe(std::uint64_t h) override {
+    inner->unsubscribe(h);
+  }
+};
+
+// One run of a bank: accounts and transfers on `journal`.
+struct bank_run {
+  explicit bank_run(ap::journal_ptr journal) : h(sys, std::move(journal)) {
+    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE_FALSE(h.register_aggregate<transfer>("transfer", {}, [this] { return transfer{&h}; }));
+  }
+  std::int64_t balance(const std::string& id) {
+    auto b = h.ask<account>(id, bank::get_balance{});
+    REQUIRE(b);
+    return *b;
+  }
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h;
+};
+
+std::size_t count_events(ap::journal& j, const std::string& pid, std::string_view name) {
+  std::size_t n = 0;
+  for (auto& e : stream(j, pid))
+    n += e.name == name ? 1 : 0;
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("a transfer moves money from one account to another", "[runtime][transfer]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  bank_run run{journal};
+  REQUIRE(run.h.ask<account>("a", bank::open{"A"}));
+  REQUIRE(run.h.ask<account>("b", bank::open{"B"}));
+  REQUIRE(run.h.ask<account>("a", bank::deposit{100}));
+  auto st = run.h.ask<transfer>("t1", bank::start_transfer{"t1", "a", "b", 60});
+  REQUIRE(st);
+  CHECK(*st == transfer_status::completed);
+  CHECK(run.balance("a") == 40);
+  CHECK(run.balance("b") == 60);
+  CHECK(stream(*journal, "account|a").back().metadata.correlation_id == "transfer:t1");
+}
+
+TEST_CASE("a transfer the source account refuses moves nothing and ends compensated",
+          "[runtime][transfer]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  bank_run run{journal};
+  REQUIRE(run.h.ask<account>("a", bank::open{"A"}));
+  REQUIRE(run.h.ask<account>("b", bank::open{"B"}));
+  auto st = run.h.ask<transfer>("t1", bank::start_transfer{"t1", "a", "b", 60});
+  REQUIRE(st);
+  CHECK(*st == transfer_status::compensated);
+  CHECK(run.balance("a") == 0);
+  CHECK(run.balance("b") == 0);
+  CHECK(count_events(*journal, "transfer|t1", "bank.transfer_failed") == 1);
+}
+
+TEST_CASE("a transfer whose target refuses the credit refunds the source", "[runtime][transfer]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  bank_run run{journal};
+  REQUIRE(run.h.ask<account>("a", bank::open{"A"}));
+  REQUIRE(run.h.ask<account>("a", bank::deposit{100}));
+  auto st = run.h.ask<transfer>("t1", bank::start_transfer{"t1", "a", "nobody", 60});
+  REQUIRE(st);
+  CHECK(*st == transfer_status::compensated);
+  CHECK(run.balance("a") == 100);
+  CHECK(count_events(*journal, "account|a", "bank.withdrawn") == 1);
+  CHECK(count_events(*journal, "account|a", "bank.deposited") == 2);
+  auto events = stream(*journal, "transfer|t1");
+  REQUIRE(events.back().name == "bank.transfer_refunded");
+  CHECK(events.back().payload == R"({"reason":"not_found"})");
+}
+
+TEST_CASE("a transfer interrupted after its debit finishes after a restart without "
+          "debiting twice",
+          "[runtime][transfer][recovery]") {
+  auto journal = std::make_shared<faulty_journal>();
+  {
+    bank_run run{journal};
+    REQUIRE(run.h.ask<account>("a", bank::open{"A"}));
+    REQUIRE(run.h.ask<account>("b", bank::open{"B"}));
+    REQUIRE(run.h.ask<account>("a", bank::deposit{100}));
+    // The account takes the debit, then the transfer cannot record it: a crash between
+    // the two writes, as far as the transfer is concerned.
+    journal->fault = [](const ap::append_request& req) -> caf::error {
+      if (req.events.front().name == "bank.transfer_debited")
+        return annals::make_error(ap::journal_errc::storage_error, "test: crash");
+      return {};
+    };
+    auto st = run.h.ask<transfer>("t1", bank::start_transfer{"t1", "a", "b", 60});
+    REQUIRE_FALSE(st);
+    CHECK(run.balance("a") == 40);
+    CHECK(*run.h.ask<transfer>("t1", bank::get_transfer{}) == transfer_status::pending);
+  }
+  journal->fault = nullptr;
+  bank_run run{journal};
+  auto resumed = bank::resume_pending_transfers(run.h, *journal);
+  REQUIRE(resumed);
+  CHECK(*resumed == 1);
+  CHECK(*run.h.ask<transfer>("t1", bank::get_transfer{}) == transfer_status::completed);
+  CHECK(run.balance("a") == 40);
+  CHECK(run.balance("b") == 60);
+  CHECK(count_events(*journal->inner, "account|a", "bank.withdrawn") == 1);
+  CHECK(count_events(*journal->inner, "account|b", "bank.deposited") == 1);
+}
