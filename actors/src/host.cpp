@@ -58,10 +58,22 @@ struct registry_state {
   std::unordered_map<std::string, live_entry> entries;
   // Both point at the keys of `entries` (stable in a node-based map): one copy per key.
   std::unordered_map<caf::actor_addr, const std::string*> keys;
-  std::list<const std::string*> lru; // front: most recently used
+  std::list<const std::string*> lru;                      // front: most recently used
+  bool draining = false;                                  // no new commands; stop every aggregate
+  std::vector<caf::typed_response_promise<bool>> drained; // answered when none is left
 };
 
+
 using registry_actor = caf::stateful_actor<registry_state>;
+
+// Answers the drain requests once the last aggregate has ended.
+void finish_drain_if_done(registry_actor* self) {
+  if (!self->state.draining || !self->state.entries.empty())
+    return;
+  for (auto& rp : self->state.drained)
+    rp.deliver(true);
+  self->state.drained.clear();
+}
 
 void request_stop(registry_actor* self, live_entry& e) {
   if (e.stopping)
@@ -119,8 +131,11 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
       --self->state.live;
       self->state.lru.erase(e.lru);
     }
-    if (e.waiting.empty()) {
+    if (e.waiting.empty() || self->state.draining) {
+      for (auto& [env, rp] : e.waiting)
+        rp.deliver(make_error(errc::unavailable, "the host is shutting down"));
       self->state.entries.erase(i);
+      finish_drain_if_done(self);
       return;
     }
     // Commands that arrived while the old actor stopped go to its successor, which
@@ -140,6 +155,8 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
     [self](envelope& env) -> caf::result<reply_msg> {
       // Built in a reused buffer: a key that does not fit the small-string buffer would
       // otherwise cost an allocation per command.
+      if (self->state.draining)
+        return make_error(errc::unavailable, "the host is shutting down");
       thread_local std::string key;
       key.assign(env.type_name).append(1, '|').append(env.id);
       auto i = self->state.entries.find(key);
@@ -167,6 +184,16 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
         request_stop(self, i->second);
     },
     [self](detail::stats_atom) { return self->state.live; },
+    [self](detail::drain_atom) -> caf::result<bool> {
+      self->state.draining = true;
+      for (auto& [key, e] : self->state.entries)
+        request_stop(self, e);
+      if (self->state.entries.empty())
+        return true;
+      auto rp = self->make_response_promise<bool>();
+      self->state.drained.push_back(rp);
+      return rp;
+    },
   };
 }
 
@@ -236,6 +263,14 @@ host_metrics host::metrics() const {
           get(stats_->events_persisted), get(stats_->recoveries),
           get(stats_->events_replayed),  get(stats_->snapshots_written),
           get(stats_->passivations),     get(stats_->duplicates)};
+}
+
+caf::error host::drain(std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{*sys_};
+  caf::error result;
+  self->request(registry_, caf::duration{timeout}, detail::drain_atom::value)
+    .receive([](bool) {}, [&](caf::error& err) { result = std::move(err); });
+  return result;
 }
 
 caf::expected<std::size_t> host::live_count(std::chrono::milliseconds timeout) const {

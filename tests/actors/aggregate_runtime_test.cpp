@@ -386,3 +386,47 @@ TEST_CASE("an aggregate whose stored events do not decode refuses commands with 
   CHECK(annals::is(r.error(), ap::journal_errc::corrupt_row));
   CHECK_THAT(annals::render(r.error()), Catch::Contains("account|bad, seq 1"));
 }
+
+TEST_CASE("drain finishes the commands already routed, refuses new ones and stops every "
+          "aggregate",
+          "[runtime][drain]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  constexpr std::size_t accounts = 10;
+  for (std::size_t a = 0; a < accounts; ++a)
+    REQUIRE(h.ask<account>("acc-" + std::to_string(a), bank::open{"owner"}));
+  auto done = std::make_shared<latch>(accounts * 50);
+  auto ok = std::make_shared<std::atomic<int>>(0);
+  auto refused = std::make_shared<std::atomic<int>>(0);
+  auto other = std::make_shared<std::atomic<int>>(0);
+  sys.spawn([&h, done, ok, refused, other](caf::event_based_actor* self) {
+    for (int round = 0; round < 50; ++round)
+      for (std::size_t a = 0; a < accounts; ++a)
+        h.request<account>(self, "acc-" + std::to_string(a), bank::deposit{1}, 30s,
+                           [done, ok, refused, other](caf::expected<std::int64_t> r) {
+                             if (r)
+                               ++*ok;
+                             else if (annals::is(r.error(), annals::errc::unavailable))
+                               ++*refused;
+                             else
+                               ++*other;
+                             done->count_down();
+                           });
+  });
+  REQUIRE_FALSE(h.drain(30s));
+  REQUIRE(done->wait());
+  CHECK(*other == 0);
+  CHECK(*ok + *refused == static_cast<int>(accounts * 50));
+  CHECK(*h.live_count() == 0);
+  // Every acknowledged deposit is in the journal, and nothing else is.
+  std::size_t deposits = 0;
+  for (std::size_t a = 0; a < accounts; ++a)
+    deposits += stream(*journal, "account|acc-" + std::to_string(a)).size() - 1;
+  CHECK(deposits == static_cast<std::size_t>(ok->load()));
+  auto after = h.ask<account>("acc-0", bank::get_balance{});
+  REQUIRE_FALSE(after);
+  CHECK(annals::is(after.error(), annals::errc::unavailable));
+}

@@ -46,10 +46,11 @@ enum class errc : std::uint8_t {
   timeout,              ///< a bounded wait ran out
   unknown_command,      ///< no handler accepts the command
   invalid_argument,     ///< a request was malformed
+  unavailable,          ///< the host is shutting down and takes no new commands
 };
 BOOST_DESCRIBE_ENUM(errc, handler_failed, decode_failed, unknown_event, newer_version,
                     duplicate_event_name, upcaster_gap, state_mismatch, timeout, unknown_command,
-                    invalid_argument)
+                    invalid_argument, unavailable)
 
 /// ADL hook naming the category of `annals::errc`.
 constexpr std::string_view error_category(errc) {

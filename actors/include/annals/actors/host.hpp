@@ -174,6 +174,12 @@ public:
   /// Counters since start.
   host_metrics metrics() const;
 
+  /// Graceful shutdown: from now on every command is refused with `annals.unavailable`;
+  /// the commands already routed to an aggregate finish (their events are persisted and
+  /// their replies sent), then every aggregate actor stops. Returns once none is left, or
+  /// `sec::request_timeout` after `timeout`. For a SIGTERM handler.
+  caf::error drain(std::chrono::milliseconds timeout = std::chrono::seconds{30});
+
   /// Number of live aggregate actors (asks the registry; bounded by `timeout`).
   caf::expected<std::size_t> live_count(std::chrono::milliseconds timeout = std::chrono::seconds{
                                           5}) const;

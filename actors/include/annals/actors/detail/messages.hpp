@@ -72,6 +72,7 @@ struct io_timeout {};
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
 
 } // namespace annals::actors::detail
 
