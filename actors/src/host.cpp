@@ -63,7 +63,6 @@ struct registry_state {
   std::vector<caf::typed_response_promise<bool>> drained; // answered when none is left
 };
 
-
 using registry_actor = caf::stateful_actor<registry_state>;
 
 // Answers the drain requests once the last aggregate has ended.
