@@ -48,30 +48,17 @@ private:
   std::size_t n_;
 };
 
-// Forwards to a memory journal; while `hold_*` is set, operations wait until released.
-class holding_journal final : public ap::journal {
+// A journal that forwards everything to a memory journal; tests override what they fault.
+class forwarding_journal : public ap::journal {
 public:
   std::shared_ptr<ap::memory_journal> inner = std::make_shared<ap::memory_journal>();
 
-  void hold_appends(bool on) {
-    release_if(on, hold_appends_);
-  }
-  void hold_reads(bool on) {
-    release_if(on, hold_reads_);
-  }
-  std::size_t held() {
-    std::lock_guard guard{mtx_};
-    return held_.size();
-  }
-
   void append(ap::append_request req, ap::callback<ap::append_result> done) override {
-    defer(hold_appends_, [this, req = std::move(req), done = std::move(done)]() mutable {
-      inner->append(std::move(req), std::move(done));
-    });
+    inner->append(std::move(req), std::move(done));
   }
   void read_stream(std::string pid, std::uint64_t from, std::uint64_t to, std::size_t max,
                    ap::callback<std::vector<ap::event_record>> done) override {
-    defer(hold_reads_, [=, this]() mutable { inner->read_stream(pid, from, to, max, done); });
+    inner->read_stream(std::move(pid), from, to, max, std::move(done));
   }
   void read_all(std::uint64_t from, std::size_t max,
                 ap::callback<std::vector<ap::event_record>> done) override {
@@ -96,6 +83,31 @@ public:
   }
   void unsubscribe(std::uint64_t h) override {
     inner->unsubscribe(h);
+  }
+};
+
+// While `hold_*` is set, appends or stream reads wait until released.
+class holding_journal final : public forwarding_journal {
+public:
+  void hold_appends(bool on) {
+    release_if(on, hold_appends_);
+  }
+  void hold_reads(bool on) {
+    release_if(on, hold_reads_);
+  }
+  std::size_t held() {
+    std::lock_guard guard{mtx_};
+    return held_.size();
+  }
+
+  void append(ap::append_request req, ap::callback<ap::append_result> done) override {
+    defer(hold_appends_, [this, req = std::move(req), done = std::move(done)]() mutable {
+      inner->append(std::move(req), std::move(done));
+    });
+  }
+  void read_stream(std::string pid, std::uint64_t from, std::uint64_t to, std::size_t max,
+                   ap::callback<std::vector<ap::event_record>> done) override {
+    defer(hold_reads_, [=, this]() mutable { inner->read_stream(pid, from, to, max, done); });
   }
 
 private:
@@ -125,6 +137,19 @@ private:
   bool hold_appends_ = false;
   bool hold_reads_ = false;
   std::deque<std::function<void()>> held_;
+};
+
+// Fails the appends that `fault` names (returns an error for).
+class faulty_journal final : public forwarding_journal {
+public:
+  std::function<caf::error(const ap::append_request&)> fault;
+
+  void append(ap::append_request req, ap::callback<ap::append_result> done) override {
+    if (fault)
+      if (auto err = fault(req))
+        return done(std::move(err));
+    inner->append(std::move(req), std::move(done));
+  }
 };
 
 // All events of one stream, read with a bound.

@@ -12,48 +12,6 @@ using bank::transfer_status;
 
 namespace {
 
-// Forwards to a memory journal, failing appends that `fault` names.
-class faulty_journal final : public ap::journal {
-public:
-  std::shared_ptr<ap::memory_journal> inner = std::make_shared<ap::memory_journal>();
-  std::function<caf::error(const ap::append_request&)> fault;
-
-  void append(ap::append_request req, ap::callback<ap::append_result> done) override {
-    if (fault)
-      if (auto err = fault(req))
-        return done(std::move(err));
-    inner->append(std::move(req), std::move(done));
-  }
-  void read_stream(std::string pid, std::uint64_t from, std::uint64_t to, std::size_t max,
-                   ap::callback<std::vector<ap::event_record>> done) override {
-    inner->read_stream(std::move(pid), from, to, max, std::move(done));
-  }
-  void read_all(std::uint64_t from, std::size_t max,
-                ap::callback<std::vector<ap::event_record>> done) override {
-    inner->read_all(from, max, std::move(done));
-  }
-  void read_tagged(std::string tag, std::uint64_t from, std::size_t max,
-                   ap::callback<std::vector<ap::event_record>> done) override {
-    inner->read_tagged(std::move(tag), from, max, std::move(done));
-  }
-  void highest_seq(std::string pid, ap::callback<std::uint64_t> done) override {
-    inner->highest_seq(std::move(pid), std::move(done));
-  }
-  void head_offset(ap::callback<std::uint64_t> done) override {
-    inner->head_offset(std::move(done));
-  }
-  void persistence_ids(std::string after, std::size_t max,
-                       ap::callback<std::vector<std::string>> done) override {
-    inner->persistence_ids(std::move(after), max, std::move(done));
-  }
-  std::uint64_t subscribe(ap::commit_listener f) override {
-    return inner->subscribe(std::move(f));
-  }
-  void unsubscribe(std::uint64_t h) override {
-    inner->unsubscribe(h);
-  }
-};
-
 // One run of a bank: accounts and transfers on `journal`.
 struct bank_run {
   explicit bank_run(ap::journal_ptr journal) : h(sys, std::move(journal)) {
