@@ -203,8 +203,7 @@ TEST_CASE("commands sent during recovery are all answered, in arrival order",
                           });
   });
   // Wait until recovery is parked on the held read, then release it.
-  for (int i = 0; i < 1000 && journal->held() == 0; ++i)
-    std::this_thread::yield();
+  REQUIRE(journal->wait_held());
   journal->hold_reads(false);
   REQUIRE(done->wait());
   std::vector<std::int64_t> expected(50);

@@ -95,9 +95,10 @@ public:
   void hold_reads(bool on) {
     release_if(on, hold_reads_);
   }
-  std::size_t held() {
-    std::lock_guard guard{mtx_};
-    return held_.size();
+  // Waits until at least one operation is held; false if `bound` passes first.
+  bool wait_held(std::chrono::milliseconds bound = 30s) {
+    std::unique_lock lk{mtx_};
+    return held_cv_.wait_for(lk, bound, [this] { return !held_.empty(); });
   }
 
   void append(ap::append_request req, ap::callback<ap::append_result> done) override {
@@ -116,6 +117,7 @@ private:
       std::lock_guard guard{mtx_};
       if (flag) {
         held_.push_back(std::move(op));
+        held_cv_.notify_all();
         return;
       }
     }
@@ -137,6 +139,7 @@ private:
   bool hold_appends_ = false;
   bool hold_reads_ = false;
   std::deque<std::function<void()>> held_;
+  std::condition_variable held_cv_;
 };
 
 // Fails the appends that `fault` names (returns an error for).

@@ -118,11 +118,10 @@ public:
     ctx_->stats->recoveries.fetch_add(1, std::memory_order_relaxed);
     phase_ = phase::recovering;
     if (ctx_->snapshots && snapshottable<state_type> && ctx_->options.snapshot_every > 0) {
-      auto token = next_token();
+      auto token = expect_reply();
       ctx_->snapshots->load(pid_, [hdl = handle(), token](auto res) {
         caf::anon_send(hdl, snapshots_read{token, std::move(res)});
       });
-      arm_timeout(token);
     } else {
       read_tail(phase::recovering);
     }
@@ -239,14 +238,13 @@ public:
   // persist_port
   bool begin(pending_persist& op) override {
     op_ = &op;
-    auto token = next_token();
+    auto token = expect_reply();
     // The encoded events are not needed after this: move them (only their count is kept).
     persisting_ = op.events.size();
     persistence::append_request req{pid_, seq_, std::move(op.events), current().env.metadata};
     ctx_->journal->append(std::move(req), [hdl = handle(), token](auto res) {
       caf::anon_send(hdl, append_done{token, std::move(res)});
     });
-    arm_timeout(token);
     return true;
   }
 
@@ -278,19 +276,17 @@ private:
     return caf::actor_cast<caf::actor>(self_);
   }
 
-  std::uint64_t next_token() {
+  // Starts waiting for one journal or snapshot-store reply: a fresh token to match it,
+  // and a deadline. One timer per aggregate, not one per operation: each operation only
+  // moves the deadline, and the timer re-arms for the remainder when it fires early (a CAF
+  // timer costs a push to the clock thread and a message, which a persist per command
+  // would pay every time).
+  std::uint64_t expect_reply() {
     awaited_ = ++token_;
-    return awaited_;
-  }
-
-  // One timer per aggregate, not one per operation: each operation only moves the
-  // deadline, and the timer re-arms for the remainder when it fires early. A CAF timer
-  // costs a push to the clock thread and a message, which a persist per command would
-  // pay every time.
-  void arm_timeout(std::uint64_t) {
     deadline_ = std::chrono::steady_clock::now() + ctx_->options.journal_timeout;
     if (!timer_armed_)
       schedule_timer(ctx_->options.journal_timeout);
+    return awaited_;
   }
 
   void schedule_timer(std::chrono::milliseconds after) {
@@ -300,12 +296,11 @@ private:
 
   void read_tail(phase next) {
     phase_ = next;
-    auto token = next_token();
+    auto token = expect_reply();
     ctx_->journal->read_stream(pid_, seq_ + 1, std::numeric_limits<std::uint64_t>::max(),
                                ctx_->options.replay_page, [hdl = handle(), token](auto res) {
                                  caf::anon_send(hdl, events_read{token, std::move(res)});
                                });
-    arm_timeout(token);
   }
 
   void read_failed(caf::error err) {
@@ -443,12 +438,11 @@ private:
   void read_scratch_page() {
     if (recompute_next_ > recompute_until_)
       return finish_recompute();
-    auto token = next_token();
+    auto token = expect_reply();
     ctx_->journal->read_stream(pid_, recompute_next_, recompute_until_, ctx_->options.replay_page,
                                [hdl = handle(), token](auto res) {
                                  caf::anon_send(hdl, events_read{token, std::move(res)});
                                });
-    arm_timeout(token);
   }
 
   void on_recompute_page(std::vector<persistence::event_record>& records) {

@@ -6,7 +6,6 @@
 
 #include <any>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
