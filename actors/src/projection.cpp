@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <optional>
 #include <span>
+#include <thread>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -191,8 +193,16 @@ public:
                  + (opts_.fsync_each_batch ? "FULL" : "NORMAL")
                  + "; CREATE TABLE IF NOT EXISTS projection_offsets("
                    "name TEXT PRIMARY KEY, \"offset\" INTEGER NOT NULL)";
-    if (!exec(setup.c_str()))
-      return fail("cannot create table projection_offsets");
+    // Switching a new file to WAL needs an exclusive lock, and SQLite reports BUSY for it
+    // without calling the busy handler; two projections opening one new file at once
+    // meet here, so the setup retries until the busy timeout has passed.
+    auto deadline = std::chrono::steady_clock::now() + opts_.busy_timeout;
+    while (!exec(setup.c_str())) {
+      auto rc = sqlite3_errcode(db_) & 0xff;
+      if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || std::chrono::steady_clock::now() > deadline)
+        return fail("cannot create table projection_offsets");
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
     if (!begin_.prepare(db_, "BEGIN IMMEDIATE") || !commit_.prepare(db_, "COMMIT")
         || !savepoint_.prepare(db_, "SAVEPOINT annals_event")
         || !release_.prepare(db_, "RELEASE annals_event")

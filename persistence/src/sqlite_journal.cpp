@@ -1,6 +1,7 @@
 #include "annals/persistence/sqlite_journal.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -503,6 +504,20 @@ struct sqlite_journal::impl {
   std::atomic<std::uint64_t> failed_appends{0};
   std::atomic<std::uint64_t> transactions{0};
   std::atomic<std::uint64_t> largest_batch{0};
+  std::array<std::atomic<std::uint64_t>, sqlite_journal_stats::batch_bounds.size() + 1>
+    batch_histogram{};
+  std::array<std::atomic<std::uint64_t>, sqlite_journal_stats::commit_bounds_us.size() + 1>
+    commit_histogram{};
+  std::atomic<std::uint64_t> commit_us_sum{0};
+  std::atomic<std::uint64_t> batch_writes_sum{0};
+
+  template <std::size_t N>
+  static void count(std::array<std::atomic<std::uint64_t>, N + 1>& histogram,
+                    const std::array<std::uint64_t, N>& bounds, std::uint64_t value) {
+    auto i = static_cast<std::size_t>(std::lower_bound(bounds.begin(), bounds.end(), value)
+                                      - bounds.begin());
+    histogram[i].fetch_add(1, std::memory_order_relaxed);
+  }
 
   /// Queues `item` for the writer (moving from it); false, leaving it intact, if the
   /// journal is closed.
@@ -809,6 +824,7 @@ struct sqlite_journal::impl {
     while (!pending.empty()) {
       for (auto i : pending)
         out[i] = outcome{};
+      auto started = std::chrono::steady_clock::now();
       auto begin_rc = sqlite3_step(w.begin);
       sqlite3_reset(w.begin);
       if (begin_rc != SQLITE_DONE) {
@@ -866,6 +882,14 @@ struct sqlite_journal::impl {
       }
       committed = pending.size();
       transactions.fetch_add(1, std::memory_order_relaxed);
+      auto took_us =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                     std::chrono::steady_clock::now() - started)
+                                     .count());
+      commit_us_sum.fetch_add(took_us, std::memory_order_relaxed);
+      count(commit_histogram, sqlite_journal_stats::commit_bounds_us, took_us);
+      count(batch_histogram, sqlite_journal_stats::batch_bounds, committed);
+      batch_writes_sum.fetch_add(committed, std::memory_order_relaxed);
       break;
     }
     if (committed > largest_batch.load(std::memory_order_relaxed))
@@ -1191,6 +1215,12 @@ sqlite_journal_stats sqlite_journal::stats() const {
   result.failed_appends = impl_->failed_appends.load(std::memory_order_relaxed);
   result.transactions = impl_->transactions.load(std::memory_order_relaxed);
   result.largest_batch = impl_->largest_batch.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < result.batch_histogram.size(); ++i)
+    result.batch_histogram[i] = impl_->batch_histogram[i].load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < result.commit_histogram.size(); ++i)
+    result.commit_histogram[i] = impl_->commit_histogram[i].load(std::memory_order_relaxed);
+  result.commit_us_sum = impl_->commit_us_sum.load(std::memory_order_relaxed);
+  result.batch_writes_sum = impl_->batch_writes_sum.load(std::memory_order_relaxed);
   return result;
 }
 

@@ -27,6 +27,7 @@ struct withdraw {
 };
 struct close {};
 struct get_balance {};
+struct get_account {};
 
 // Events: past tense, each with a stable name that is part of the storage format.
 struct opened {
@@ -93,64 +94,97 @@ struct account_state {
 };
 BOOST_DESCRIBE_STRUCT(account_state, (), (status, owner, balance))
 
+/// What the account commands answer: the account as the command left it. `version` is the
+/// sequence number of the account's newest event.
+struct account_view {
+  account_status status = account_status::unopened;
+  std::string owner;
+  std::int64_t balance = 0;
+  std::uint64_t version = 0;
+
+  friend bool operator==(const account_view&, const account_view&) = default;
+};
+
 class account : public annals::aggregate<account_state, opened, deposited, withdrawn, closed> {
 public:
-  annals::task<std::int64_t> handle(open cmd) {
+  annals::task<account_view> handle(open cmd) {
     if (state().status != account_status::unopened)
-      co_return account_errc::already_exists;
+      co_return annals::make_error(account_errc::already_exists,
+                                   "the account was opened for " + state().owner);
     if (cmd.owner.empty())
-      co_return account_errc::invalid_owner;
+      co_return annals::make_error(account_errc::invalid_owner, "the owner's name is empty");
     // Named first: GCC 12 destroys an aggregate temporary that owns memory twice when it
     // is created inside a co_await expression (docs/pitfalls.md).
     opened e{std::move(cmd.owner)};
     co_await persist(std::move(e));
-    co_return state().balance;
+    co_return view();
   }
 
-  annals::task<std::int64_t> handle(deposit cmd) {
+  annals::task<account_view> handle(deposit cmd) {
     if (auto err = check_open())
       co_return err;
     if (cmd.cents <= 0)
-      co_return account_errc::invalid_amount;
+      co_return bad_amount(cmd.cents);
     if (cmd.cents > std::numeric_limits<std::int64_t>::max() - state().balance)
-      co_return account_errc::amount_overflow;
+      co_return annals::make_error(account_errc::amount_overflow,
+                                   "a deposit of " + std::to_string(cmd.cents)
+                                     + " cents would overflow the balance");
     co_await persist(deposited{cmd.cents});
-    co_return state().balance;
+    co_return view();
   }
 
-  annals::task<std::int64_t> handle(withdraw cmd) {
+  annals::task<account_view> handle(withdraw cmd) {
     if (auto err = check_open())
       co_return err;
     if (cmd.cents <= 0)
-      co_return account_errc::invalid_amount;
+      co_return bad_amount(cmd.cents);
     if (cmd.cents > state().balance)
-      co_return account_errc::insufficient_funds;
+      co_return annals::make_error(account_errc::insufficient_funds,
+                                   "withdrawing " + std::to_string(cmd.cents)
+                                     + " cents from a balance of "
+                                     + std::to_string(state().balance));
     co_await persist(withdrawn{cmd.cents});
-    co_return state().balance;
+    co_return view();
   }
 
-  annals::task<std::int64_t> handle(close) {
+  annals::task<account_view> handle(close) {
     if (auto err = check_open())
       co_return err;
     if (state().balance != 0)
-      co_return account_errc::balance_not_zero;
+      co_return annals::make_error(account_errc::balance_not_zero,
+                                   "the balance is " + std::to_string(state().balance) + " cents");
     co_await persist(closed{});
-    co_return state().balance;
+    co_return view();
   }
 
   caf::expected<std::int64_t> handle(get_balance) const {
     if (state().status == account_status::unopened)
-      return annals::make_error(account_errc::not_found);
+      return annals::make_error(account_errc::not_found, "no account was opened under this id");
     return state().balance;
   }
 
+  caf::expected<account_view> handle(get_account) const {
+    if (state().status == account_status::unopened)
+      return annals::make_error(account_errc::not_found, "no account was opened under this id");
+    return view();
+  }
+
 private:
+  account_view view() const {
+    return {state().status, state().owner, state().balance, version()};
+  }
+
+  static caf::error bad_amount(std::int64_t cents) {
+    return annals::make_error(account_errc::invalid_amount,
+                              "amounts are positive cents, got " + std::to_string(cents));
+  }
+
   caf::error check_open() const {
     switch (state().status) {
       case account_status::unopened:
-        return annals::make_error(account_errc::not_found);
+        return annals::make_error(account_errc::not_found, "no account was opened under this id");
       case account_status::closed:
-        return annals::make_error(account_errc::account_closed);
+        return annals::make_error(account_errc::account_closed, "the account is closed");
       default:
         return {};
     }

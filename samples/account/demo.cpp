@@ -43,10 +43,14 @@ std::string money(std::int64_t cents) {
   return buf;
 }
 
-void say(const std::string& what, const caf::expected<std::int64_t>& reply) {
+void say(const std::string& what, const caf::expected<std::int64_t>& balance) {
   std::printf("  %-44s -> %s\n", what.c_str(),
-              reply ? ("ok, balance " + money(*reply)).c_str()
-                    : ("refused: " + annals::render(reply.error())).c_str());
+              balance ? ("ok, balance " + money(*balance)).c_str()
+                      : ("refused: " + annals::render(balance.error())).c_str());
+}
+
+void say(const std::string& what, const caf::expected<bank::account_view>& reply) {
+  say(what, reply ? caf::expected<std::int64_t>{reply->balance} : reply.error());
 }
 
 void show_balances_table(const std::string& path) {

@@ -34,6 +34,7 @@ struct start_transfer {
 };
 struct resume_transfer {};
 struct get_transfer {};
+struct get_transfer_state {};
 
 // Events.
 struct transfer_requested {
@@ -140,6 +141,12 @@ public:
     if (state().status == transfer_status::none)
       return annals::make_error(transfer_errc::not_found);
     return state().status;
+  }
+
+  caf::expected<transfer_state> handle(get_transfer_state) const {
+    if (state().status == transfer_status::none)
+      return annals::make_error(transfer_errc::not_found);
+    return state();
   }
 
 private:

@@ -61,6 +61,7 @@ struct call_half_time {};
 struct start_second_half {};
 struct call_full_time {};
 struct get_score {};
+struct get_match {};
 
 // Events.
 struct scheduled {
@@ -193,6 +194,12 @@ BOOST_DESCRIBE_STRUCT(match_state, (),
                       (period, home, away, score, booked, off_pitch, substitutions_home,
                        substitutions_away))
 
+/// What `get_match` answers: the whole state and its version (the newest event's seq).
+struct match_view {
+  match_state state;
+  std::uint64_t version = 0;
+};
+
 class football_match
   : public annals::aggregate<match_state, scheduled, kicked_off, goal_scored, card_shown,
                              substituted, half_time_called, second_half_started, full_time_called> {
@@ -274,8 +281,14 @@ public:
 
   caf::expected<scoreline> handle(get_score) const {
     if (state().period == phase::unscheduled)
-      return annals::make_error(match_errc::not_found);
+      return annals::make_error(match_errc::not_found, "no match was scheduled under this id");
     return state().score;
+  }
+
+  caf::expected<match_view> handle(get_match) const {
+    if (state().period == phase::unscheduled)
+      return annals::make_error(match_errc::not_found, "no match was scheduled under this id");
+    return match_view{state(), version()};
   }
 
 private:
@@ -285,32 +298,35 @@ private:
     if (now == p)
       return {};
     if (now == phase::unscheduled)
-      return annals::make_error(match_errc::not_found);
+      return annals::make_error(match_errc::not_found, "no match was scheduled under this id");
     if (now == phase::finished)
-      return annals::make_error(match_errc::finished);
+      return annals::make_error(match_errc::finished, "the match is over");
     if (now == phase::scheduled)
-      return annals::make_error(match_errc::not_started);
-    return annals::make_error(match_errc::wrong_period);
+      return annals::make_error(match_errc::not_started, "the match has not kicked off");
+    return annals::make_error(match_errc::wrong_period,
+                              std::string{"the match is in its "}
+                                + boost::describe::enum_to_string(now, "?") + " period");
   }
 
   // Play (goals, cards, substitutions) needs a running half and a player on the pitch.
   caf::error check_play(side t, const std::string& player, int minute) const {
     switch (state().period) {
       case phase::unscheduled:
-        return annals::make_error(match_errc::not_found);
+        return annals::make_error(match_errc::not_found, "no match was scheduled under this id");
       case phase::scheduled:
-        return annals::make_error(match_errc::not_started);
+        return annals::make_error(match_errc::not_started, "the match has not kicked off");
       case phase::finished:
-        return annals::make_error(match_errc::finished);
+        return annals::make_error(match_errc::finished, "the match is over");
       case phase::half_time:
-        return annals::make_error(match_errc::wrong_period);
+        return annals::make_error(match_errc::wrong_period, "no play during half time");
       default:
         break;
     }
     if (player.empty() || minute < 0 || minute > 130)
-      return annals::make_error(match_errc::invalid_argument);
+      return annals::make_error(match_errc::invalid_argument,
+                                "an empty player name, or a minute outside 0..130");
     if (state().off_pitch.count(match_state::key(t, player)) > 0)
-      return annals::make_error(match_errc::player_not_playing);
+      return annals::make_error(match_errc::player_not_playing, player + " is not on the pitch");
     return {};
   }
 };

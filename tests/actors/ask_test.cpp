@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include <boost/describe.hpp>
 #include <caf/event_based_actor.hpp>
@@ -127,4 +130,47 @@ TEST_CASE("ask awaited outside an actor fails the handler, not the process", "[r
   auto out = kit.when(mv::move_money{"a", "b", 1});
   REQUIRE_FALSE(out.reply);
   CHECK_THAT(annals::render(out.error()), Catch::Contains("outside an aggregate handler"));
+}
+
+TEST_CASE("ask_async from plain threads delivers every reply once, without blocking the caller",
+          "[runtime][ask]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+  constexpr int per_thread = 100;
+  constexpr int threads = 4;
+  latch done{per_thread * threads};
+  std::mutex mtx;
+  std::vector<std::uint64_t> versions;
+  std::vector<std::thread> senders;
+  for (int t = 0; t < threads; ++t)
+    senders.emplace_back([&] {
+      for (int i = 0; i < per_thread; ++i)
+        h.ask_async<account>("acc", bank::deposit{1}, 30s,
+                             [&](caf::expected<bank::account_view> r) {
+                               {
+                                 std::lock_guard guard{mtx};
+                                 versions.push_back(r ? r->version : 0);
+                               }
+                               done.count_down();
+                             });
+    });
+  for (auto& s : senders)
+    s.join();
+  REQUIRE(done.wait(60s));
+  std::sort(versions.begin(), versions.end());
+  // Every deposit got its own version: 2 .. 401, none twice, none failed.
+  for (std::size_t i = 0; i < versions.size(); ++i)
+    CHECK(versions[i] == i + 2);
+  CHECK(*h.ask<account>("acc", bank::get_balance{}) == per_thread * threads);
+
+  // A bad id is refused at once, on the caller's thread.
+  bool refused = false;
+  h.ask_async<account>("", bank::deposit{1}, 1s, [&](caf::expected<bank::account_view> r) {
+    refused = !r && annals::is(r.error(), annals::errc::invalid_argument);
+  });
+  CHECK(refused);
 }

@@ -1,6 +1,7 @@
 // What only the SQLite journal promises: the file format guards, append-only triggers,
 // full-disk behaviour, group commit, durability settings, and sharing a file.
 
+#include <algorithm>
 #include <sqlite3.h>
 
 #include <thread>
@@ -246,6 +247,22 @@ TEST_CASE("appends that wait while a commit is in flight share one transaction",
   CHECK(stats.largest_batch == n);
   CHECK(stats.appends == n + 1);
   CHECK(stats.events == n + 1);
+  // The histograms count the same two transactions: one of a single append, one of `n`.
+  std::uint64_t counted = 0;
+  for (auto c : stats.batch_histogram)
+    counted += c;
+  CHECK(counted == stats.transactions);
+  CHECK(stats.batch_histogram[0] == 1);
+  auto bucket_of_n = static_cast<std::size_t>(
+    std::lower_bound(stats.batch_bounds.begin(), stats.batch_bounds.end(), n)
+    - stats.batch_bounds.begin());
+  CHECK(stats.batch_histogram[bucket_of_n] == 1);
+  CHECK(stats.batch_writes_sum == n + 1);
+  counted = 0;
+  for (auto c : stats.commit_histogram)
+    counted += c;
+  CHECK(counted == stats.transactions);
+  CHECK(stats.commit_us_sum > 0);
 }
 
 TEST_CASE("a conflicting append inside a group commit rolls back alone", "[sqlite]") {

@@ -22,12 +22,15 @@ TEST_CASE("an account opens once, for a named owner", "[account]") {
 TEST_CASE("deposits and withdrawals move the balance by whole cents", "[account]") {
   kit_type kit;
   kit.given(bank::opened{"Ada"});
-  CHECK(*kit.when(bank::deposit{1'000}).reply == 1'000);
-  CHECK(*kit.when(bank::withdraw{250}).reply == 750);
-  CHECK(*kit.when(bank::deposit{1}).reply == 751);
+  CHECK(kit.when(bank::deposit{1'000}).reply->balance == 1'000);
+  CHECK(kit.when(bank::withdraw{250}).reply->balance == 750);
+  auto third = kit.when(bank::deposit{1});
+  CHECK(third.reply->balance == 751);
+  CHECK(third.reply->version == 4); // opened, deposited, withdrawn, deposited
   CHECK(*kit.aggregate().handle(bank::get_balance{}) == 751);
   kit.restart();
   CHECK(kit.state().balance == 751);
+  CHECK(kit.aggregate().version() == 4);
 }
 
 TEST_CASE("an account refuses an overdraft", "[account]") {
@@ -37,7 +40,7 @@ TEST_CASE("an account refuses an overdraft", "[account]") {
   CHECK(annals::is(out.error(), account_errc::insufficient_funds));
   CHECK(out.events.empty());
   CHECK(out.state.balance == 100);
-  CHECK(*kit.when(bank::withdraw{100}).reply == 0);
+  CHECK(kit.when(bank::withdraw{100}).reply->balance == 0);
 }
 
 TEST_CASE("amounts must be positive", "[account]") {
@@ -56,7 +59,7 @@ TEST_CASE("a deposit that would overflow the balance is rejected", "[account]") 
   constexpr auto max = std::numeric_limits<std::int64_t>::max();
   kit.given(bank::opened{"Ada"}, bank::deposited{max - 10});
   CHECK(annals::is(kit.when(bank::deposit{11}).error(), account_errc::amount_overflow));
-  CHECK(*kit.when(bank::deposit{10}).reply == max);
+  CHECK(kit.when(bank::deposit{10}).reply->balance == max);
   CHECK(annals::is(kit.when(bank::deposit{1}).error(), account_errc::amount_overflow));
 }
 

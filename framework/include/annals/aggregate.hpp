@@ -30,6 +30,7 @@
 /// both.
 
 #include <coroutine>
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <tuple>
@@ -105,16 +106,24 @@ struct aggregate_access {
     a.port_ = port;
   }
 
-  /// Applies one stored event (replay).
+  /// Applies one stored event (replay); the version moves to the next sequence number.
   template <class S, class... Es>
   static void apply(aggregate<S, Es...>& a, const std::variant<Es...>& e) {
     std::visit([&a](const auto& x) { a.state_.apply(x); }, e);
+    ++a.version_;
   }
 
-  /// Replaces the state, e.g. with one decoded from a snapshot.
+  /// Counts `n` events that were just applied to the state.
   template <class S, class... Es>
-  static void reset(aggregate<S, Es...>& a, S s) {
+  static void advance(aggregate<S, Es...>& a, std::uint64_t n) noexcept {
+    a.version_ += n;
+  }
+
+  /// Replaces the state, e.g. with one decoded from a snapshot taken at `version`.
+  template <class S, class... Es>
+  static void reset(aggregate<S, Es...>& a, S s, std::uint64_t version) {
     a.state_ = std::move(s);
+    a.version_ = version;
   }
 };
 
@@ -147,6 +156,7 @@ public:
 
   void apply() override {
     std::apply([this](const auto&... e) { (aggregate_access::state(agg_).apply(e), ...); }, typed_);
+    aggregate_access::advance(agg_, sizeof...(Es));
   }
 
 private:
@@ -195,6 +205,13 @@ public:
     return state_;
   }
 
+  /// The sequence number of the newest event in `state()` (0 before the first event): the
+  /// number of events this aggregate's stream holds. Replies can carry it, e.g. as an
+  /// HTTP `ETag` or for a client's optimistic concurrency check.
+  std::uint64_t version() const noexcept {
+    return version_;
+  }
+
 protected:
   /// Writes `events` atomically (all or none) and applies them to the state; see the
   /// file comment. Must be awaited: `co_await persist(e1, e2);`.
@@ -208,6 +225,7 @@ private:
   friend struct aggregate_access;
 
   State state_{};
+  std::uint64_t version_ = 0;
   persist_port* port_ = nullptr;
 };
 

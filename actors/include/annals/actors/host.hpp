@@ -145,6 +145,33 @@ public:
             [on_reply](caf::error& err) mutable { on_reply(caf::expected<T>{std::move(err)}); });
   }
 
+  /// Sends `cmd` from code that is not an actor and must not block (an HTTP server's I/O
+  /// threads, a timer): `on_reply` gets the `expected` reply, at most `timeout` later, on
+  /// one of CAF's threads, so it should only hand the result on (post it to an I/O loop,
+  /// fulfil a promise). Each call spawns a short-lived actor that waits for the reply.
+  ///
+  /// ```cpp
+  /// host.ask_async<bank::account>("acc-42", bank::deposit{500}, 10s,
+  ///                               [respond](caf::expected<bank::account_view> r) { ... });
+  /// ```
+  template <aggregate_type A, class C, class F>
+  requires handles<A, C>
+  void ask_async(std::string_view id, C cmd, std::chrono::milliseconds timeout, F on_reply,
+                 command_options opts = {}) {
+    using T = reply_t<A, C>;
+    auto env = make_envelope<A>(id, std::move(cmd), std::move(opts));
+    if (!env) {
+      on_reply(caf::expected<T>{std::move(env.error())});
+      return;
+    }
+    sys_->spawn([reg = registry_, timeout, msg = std::move(*env),
+                 on_reply = std::move(on_reply)](caf::event_based_actor* self) mutable {
+      self->request(reg, caf::duration{timeout}, std::move(msg))
+        .then([on_reply](detail::reply_msg& r) mutable { on_reply(unbox<T>(r)); },
+              [on_reply](caf::error& err) mutable { on_reply(caf::expected<T>{std::move(err)}); });
+    });
+  }
+
   /// Builds the message that carries `cmd` to aggregate `id` of type `A`; fails for an
   /// unregistered type or an id that is empty, longer than 255 bytes, or holds control
   /// characters.

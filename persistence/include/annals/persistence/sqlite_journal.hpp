@@ -30,6 +30,7 @@
 ///   `journal_errc::conflict`, anything else `journal_errc::storage_error`; the context
 ///   names the file, the persistence id and SQLite's own message.
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -80,6 +81,24 @@ struct sqlite_journal_stats {
   std::uint64_t failed_appends = 0; ///< appends answered with an error
   std::uint64_t transactions = 0;   ///< write transactions committed (one fsync each)
   std::uint64_t largest_batch = 0;  ///< most writes committed by one transaction
+
+  /// Upper bounds (inclusive) of the `batch_histogram` buckets; a last bucket counts the
+  /// larger batches.
+  static constexpr std::array<std::uint64_t, 12> batch_bounds{1,  2,   4,   8,   16,   32,
+                                                              64, 128, 256, 512, 1024, 4096};
+  /// Committed transactions by number of writes (appends and snapshot saves).
+  std::array<std::uint64_t, batch_bounds.size() + 1> batch_histogram{};
+  /// Writes committed in all those transactions.
+  std::uint64_t batch_writes_sum = 0;
+
+  /// Upper bounds (inclusive, microseconds) of the `commit_histogram` buckets; a last
+  /// bucket counts the slower ones.
+  static constexpr std::array<std::uint64_t, 12> commit_bounds_us{
+    100, 250, 500, 1'000, 2'500, 5'000, 10'000, 25'000, 50'000, 100'000, 250'000, 1'000'000};
+  /// Committed transactions by duration, from BEGIN to the end of COMMIT (the fsync).
+  std::array<std::uint64_t, commit_bounds_us.size() + 1> commit_histogram{};
+  /// Sum of those durations, microseconds.
+  std::uint64_t commit_us_sum = 0;
 };
 
 /// What the file and the writer connection actually use, read back after opening.

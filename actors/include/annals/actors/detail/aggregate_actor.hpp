@@ -129,6 +129,11 @@ public:
 
   caf::typed_response_promise<reply_msg> on_command(envelope& env) {
     auto rp = self_->make_response_promise<reply_msg>();
+    if (phase_ == phase::failed) {
+      ctx_->stats->commands_failed.fetch_add(1, std::memory_order_relaxed);
+      rp.deliver(failure_);
+      return rp;
+    }
     queue_.push_back(queued{std::move(env), rp});
     pump();
     return rp;
@@ -143,7 +148,7 @@ public:
         if constexpr (snapshottable<state_type>) {
           auto st = type_codec<state_type>::from_json(snap.version, snap.payload);
           if (st) {
-            aggregate_access::reset(agg_, std::move(*st));
+            aggregate_access::reset(agg_, std::move(*st), snap.seq);
             seq_ = snap.seq;
             break;
           }
@@ -318,7 +323,9 @@ private:
       q.rp.deliver(failure_);
     ctx_->stats->commands_failed.fetch_add(queue_.size(), std::memory_order_relaxed);
     queue_.clear();
-    self_->quit(failure_);
+    // It stays up and refuses each later command with the same cause (quitting would race
+    // with commands already on their way, which would see only "receiver down"); idle
+    // passivation stops it like any other aggregate, and the next command tries again.
   }
 
   void pump() {

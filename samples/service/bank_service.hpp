@@ -1,0 +1,64 @@
+#pragma once
+
+// The annals-bank service: accounts, transfers and football matches over HTTP/1.1 + JSON,
+// on one SQLite file that holds the journal, the snapshots and the SQL read models.
+//
+// Commands (POST) go to aggregates through `host::ask_async` and never block an I/O
+// thread; queries that read the journal or a read model run on a small worker pool. The
+// routes and their errors are listed in README.md ("The service").
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+
+#include "service/http.hpp"
+
+namespace service {
+
+struct bank_options {
+  /// The journal file (created if missing); the read models live in it too.
+  std::string db_path = "annals.db";
+  /// How long a command may take before the client gets 504 `timeout`.
+  std::chrono::milliseconds command_timeout{10'000};
+  /// Threads that answer queries (journal reads, read models, metrics).
+  std::size_t query_threads = 2;
+  /// How long `?fresh=1` waits for a read model to reach the journal's head.
+  std::chrono::milliseconds fresh_timeout{5'000};
+};
+
+/// The application behind the HTTP server; see the file comment.
+class bank_service {
+public:
+  /// Opens the journal at `opts.db_path`, registers the aggregates and starts the
+  /// projections. Fails with the journal's error (e.g. `journal.not_a_journal`).
+  static caf::expected<std::unique_ptr<bank_service>> open(caf::actor_system& sys,
+                                                           bank_options opts);
+
+  /// Stops the workers and the projections; call `drain` first for a graceful stop.
+  ~bank_service();
+
+  bank_service(const bank_service&) = delete;
+  bank_service& operator=(const bank_service&) = delete;
+
+  /// The HTTP handler: routes `req` and answers through `respond` (possibly later, from
+  /// another thread).
+  void handle(http::request req, http::responder respond);
+
+  /// Runs the remaining steps of the transfers that a stop interrupted; returns how many
+  /// were pending. Blocks; call it from a thread of its own.
+  caf::expected<std::size_t> resume_transfers();
+
+  /// Refuses new commands, finishes the ones in flight and stops every aggregate.
+  caf::error drain(std::chrono::milliseconds bound);
+
+private:
+  struct impl;
+  explicit bank_service(std::unique_ptr<impl> ptr);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace service

@@ -1,0 +1,141 @@
+// annals-bank: the bank and football service over HTTP/1.1 + JSON.
+//
+//   annals-bank [--db PATH] [--port N] [--host ADDR] [--threads N]
+//
+// Prints "annals-bank listening on http://ADDR:PORT" once it serves (with --port 0 the
+// port is the one the system chose). SIGTERM or SIGINT: stop accepting connections, finish
+// the commands in flight, answer them, exit 0.
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+#include "annals/actors/system.hpp"
+#include "annals/error.hpp"
+#include "service/bank_service.hpp"
+#include "service/http.hpp"
+
+namespace {
+
+struct flags {
+  std::string db = "./annals.db";
+  std::string host = "127.0.0.1";
+  unsigned short port = 8080;
+  std::size_t threads = 2;
+};
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "annals-bank: %s\n"
+               "usage: annals-bank [--db PATH] [--port N] [--host ADDR] [--threads N]\n",
+               why);
+  std::exit(2);
+}
+
+unsigned long number(std::string_view flag, const char* text, unsigned long max) {
+  char* end = nullptr;
+  errno = 0;
+  auto v = std::strtoul(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || v > max)
+    usage((std::string{flag} + " needs a number up to " + std::to_string(max)).c_str());
+  return v;
+}
+
+flags parse(int argc, char** argv) {
+  flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc)
+        usage((std::string{a} + " needs a value").c_str());
+      return argv[++i];
+    };
+    if (a == "--db")
+      f.db = value();
+    else if (a == "--host")
+      f.host = value();
+    else if (a == "--port")
+      f.port = static_cast<unsigned short>(number(a, value(), 65535));
+    else if (a == "--threads")
+      f.threads = number(a, value(), 64);
+    else if (a == "--help" || a == "-h")
+      usage("the bank and football service");
+    else
+      usage(("unknown argument " + std::string{a}).c_str());
+  }
+  return f;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  auto f = parse(argc, argv);
+
+  // Every thread started from here on inherits the blocked signals; this thread takes them
+  // with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  caf::actor_system_config cfg;
+  annals::actors::configure(cfg);
+  caf::actor_system sys{cfg};
+
+  auto app = service::bank_service::open(sys, {.db_path = f.db});
+  if (!app) {
+    std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", f.db.c_str(),
+                 annals::render(app.error()).c_str());
+    return 1;
+  }
+  auto* svc = app->get();
+  auto server = service::http::server::open(
+    {.host = f.host, .port = f.port, .threads = f.threads},
+    [svc](service::http::request req, service::http::responder respond) {
+      svc->handle(std::move(req), std::move(respond));
+    });
+  if (!server) {
+    std::fprintf(stderr, "annals-bank: cannot listen on %s:%u: %s\n", f.host.c_str(),
+                 static_cast<unsigned>(f.port), server.error().c_str());
+    return 1;
+  }
+  std::printf("annals-bank listening on http://%s:%u (journal %s)\n", f.host.c_str(),
+              static_cast<unsigned>((*server)->port()), f.db.c_str());
+  std::fflush(stdout);
+
+  // Transfers that a stop interrupted finish (or compensate) in the background.
+  std::thread resumer{[svc] {
+    auto n = svc->resume_transfers();
+    if (!n)
+      std::fprintf(stderr, "annals-bank: resuming transfers failed: %s\n",
+                   annals::render(n.error()).c_str());
+    else if (*n > 0)
+      std::fprintf(stderr, "annals-bank: resumed %zu interrupted transfer(s)\n", *n);
+  }};
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::fprintf(stderr, "annals-bank: %s received, draining\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->stop_accepting();
+  auto drained = svc->drain(std::chrono::seconds{30});
+  bool idle = (*server)->wait_idle(std::chrono::seconds{10});
+  (*server)->stop();
+  resumer.join();
+  app->reset();
+  if (drained) {
+    std::fprintf(stderr, "annals-bank: drain incomplete: %s\n", annals::render(drained).c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "annals-bank: stopped cleanly (%s)\n",
+               idle ? "every request answered" : "some connections were cut");
+  return 0;
+}

@@ -1,0 +1,261 @@
+#pragma once
+
+// The real annals-bank binary as a child process, for tests that talk HTTP to it.
+//
+// Each fixture owns a fresh directory under /tmp that holds the journal (bank.db) and the
+// output of every run (run-N.log, stdout and stderr together). The constructor starts the
+// service on a free loopback port (--port 0) and waits, bounded, for its
+// "annals-bank listening on http://127.0.0.1:PORT" line. The destructor SIGKILLs a child
+// that still runs and removes the directory, so a failed assertion leaks neither. The
+// child also gets SIGKILL when the thread that started it ends (PR_SET_PDEATHSIG), which
+// covers a test process that dies without unwinding.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "service/http_client.hpp"
+
+#ifndef ANNALS_BANK_BINARY
+#error "ANNALS_BANK_BINARY must name the annals-bank executable"
+#endif
+
+namespace service_test {
+
+class service_process {
+public:
+  /// How long start-up may take before the fixture gives up.
+  static constexpr std::chrono::seconds start_bound{30};
+
+  /// Creates the directory and starts the service on a fresh journal.
+  service_process() {
+    char pattern[] = "/tmp/annals-bank-test-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr)
+      throw std::runtime_error{std::string{"mkdtemp: "} + std::strerror(errno)};
+    dir_ = pattern;
+    try {
+      start();
+    } catch (...) {
+      cleanup();
+      throw;
+    }
+  }
+
+  /// SIGKILLs the child if it still runs and removes the directory.
+  ~service_process() {
+    cleanup();
+  }
+
+  service_process(const service_process&) = delete;
+  service_process& operator=(const service_process&) = delete;
+
+  /// The port the running service listens on (that of the latest start).
+  unsigned short port() const {
+    return port_;
+  }
+
+  /// A new blocking client for the service's current port.
+  service::http::client client() const {
+    return service::http::client{"127.0.0.1", port_};
+  }
+
+  /// The journal file.
+  std::string db_path() const {
+    return (dir_ / "bank.db").string();
+  }
+
+  /// Whether a child was started and has not been reaped yet.
+  bool running() const {
+    return pid_ > 0;
+  }
+
+  /// SIGKILL, then waits for the child to be gone. No-op when nothing runs.
+  void kill9() {
+    if (pid_ <= 0)
+      return;
+    ::kill(pid_, SIGKILL);
+    reap_blocking();
+  }
+
+  /// SIGTERM, then waits up to `bound` for the exit. Returns the exit code; 128 + the
+  /// signal number when a signal ended the child; -1 when it did not end within `bound` (it
+  /// is then SIGKILLed) or nothing ran.
+  int terminate(std::chrono::milliseconds bound = std::chrono::seconds{45}) {
+    if (pid_ <= 0)
+      return -1;
+    ::kill(pid_, SIGTERM);
+    auto deadline = std::chrono::steady_clock::now() + bound;
+    for (;;) {
+      int status = 0;
+      auto r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        return decode(status);
+      }
+      if (r < 0 && errno != EINTR) {
+        pid_ = -1;
+        return -1;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        kill9();
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
+  }
+
+  /// Starts the service again on the same journal; a child that still runs is SIGKILLed
+  /// first. The port may change.
+  void restart() {
+    kill9();
+    start();
+  }
+
+  /// What the latest run printed so far (stdout and stderr).
+  std::string output() const {
+    std::ifstream in{log_path_, std::ios::binary};
+    std::ostringstream all;
+    all << in.rdbuf();
+    return all.str();
+  }
+
+  /// What every run printed so far, oldest first.
+  std::string all_output() const {
+    std::string all;
+    for (int i = 1; i <= runs_; ++i) {
+      std::ifstream in{dir_ / ("run-" + std::to_string(i) + ".log"), std::ios::binary};
+      std::ostringstream one;
+      one << in.rdbuf();
+      all += "--- run " + std::to_string(i) + " ---\n" + one.str();
+    }
+    return all;
+  }
+
+private:
+  static int decode(int status) {
+    if (WIFEXITED(status))
+      return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+      return 128 + WTERMSIG(status);
+    return -1;
+  }
+
+  void reap_blocking() {
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+  }
+
+  void cleanup() noexcept {
+    kill9();
+    std::error_code ec;
+    if (!dir_.empty())
+      std::filesystem::remove_all(dir_, ec);
+  }
+
+  void start() {
+    ++runs_;
+    log_path_ = dir_ / ("run-" + std::to_string(runs_) + ".log");
+    // Everything the child needs is prepared before fork: between fork and exec only
+    // async-signal-safe calls are made.
+    int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+      throw std::runtime_error{"cannot create " + log_path_.string() + ": " + std::strerror(errno)};
+    std::string binary = ANNALS_BANK_BINARY;
+    std::string db = db_path();
+    std::vector<std::string> args{binary, "--db", db, "--port", "0", "--host", "127.0.0.1"};
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t parent = ::getpid();
+
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      int e = errno;
+      ::close(log_fd);
+      throw std::runtime_error{std::string{"fork: "} + std::strerror(e)};
+    }
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent)
+        ::_exit(126);
+      sigset_t none;
+      ::sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::signal(SIGPIPE, SIG_DFL);
+      ::dup2(log_fd, STDOUT_FILENO);
+      ::dup2(log_fd, STDERR_FILENO);
+      int null_fd = ::open("/dev/null", O_RDONLY);
+      if (null_fd >= 0)
+        ::dup2(null_fd, STDIN_FILENO);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(log_fd);
+    pid_ = pid;
+    wait_until_listening();
+  }
+
+  // Polls the log for the start-up line, bounded by `start_bound`; fails at once when the
+  // child exits first.
+  void wait_until_listening() {
+    static constexpr std::string_view marker = "annals-bank listening on http://127.0.0.1:";
+    auto deadline = std::chrono::steady_clock::now() + start_bound;
+    for (;;) {
+      auto text = output();
+      if (auto at = text.find(marker); at != std::string::npos) {
+        auto digits = at + marker.size();
+        auto end = digits;
+        while (end < text.size() && text[end] >= '0' && text[end] <= '9')
+          ++end;
+        // The number counts once a character follows it (the line is complete).
+        if (end > digits && end < text.size()) {
+          auto p = std::stoul(text.substr(digits, end - digits));
+          if (p == 0 || p > 65535) {
+            kill9();
+            throw std::runtime_error{"annals-bank printed an invalid port:\n" + text};
+          }
+          port_ = static_cast<unsigned short>(p);
+          return;
+        }
+      }
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error{"annals-bank exited (status " + std::to_string(decode(status))
+                                 + ") before listening:\n" + output()};
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        kill9();
+        throw std::runtime_error{"annals-bank did not listen within "
+                                 + std::to_string(start_bound.count()) + " s:\n" + output()};
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
+  }
+
+  std::filesystem::path dir_;
+  std::filesystem::path log_path_;
+  pid_t pid_ = -1;
+  unsigned short port_ = 0;
+  int runs_ = 0;
+};
+
+} // namespace service_test
