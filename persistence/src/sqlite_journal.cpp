@@ -23,6 +23,7 @@
 
 #include <sqlite3.h>
 
+#include "annals/persistence/audit.hpp"
 #include "internal/validate.hpp"
 
 namespace annals::persistence {
@@ -189,6 +190,7 @@ CREATE TABLE events (
   timestamp_us   INTEGER NOT NULL,
   command_id     TEXT,
   correlation_id TEXT,
+  hash           BLOB,
   UNIQUE (persistence_id, seq)
 );
 CREATE TABLE event_tags (
@@ -310,11 +312,13 @@ struct writer_state {
   std::size_t seq_cache_entries = 0;
   connection conn;
   statement begin, commit, rollback, savepoint, release, rollback_to;
-  statement max_offset, max_seq, insert_event, insert_tag;
+  statement max_offset, max_seq, insert_event, insert_tag, head_hash;
   statement insert_snapshot, trim_snapshots;
   // Highest seq per stream as of the last commit; the UNIQUE index stays the authority.
   std::unordered_map<std::string, std::uint64_t> seq_cache;
   std::string tags_buf;
+  // The hash chain's value after the newest event, within the current transaction.
+  event_hash chain{};
 };
 
 /// Everything one reader thread owns.
@@ -339,8 +343,9 @@ caf::error prepare_all(writer_state& w) {
     {&w.max_seq, "SELECT coalesce(max(seq), 0) FROM events WHERE persistence_id = ?1"},
     {&w.insert_event,
      "INSERT INTO events (global_offset, persistence_id, seq, name, version, payload, "
-     "tags, timestamp_us, command_id, correlation_id) "
-     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
+     "tags, timestamp_us, command_id, correlation_id, hash) "
+     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
+    {&w.head_hash, "SELECT hash FROM events WHERE global_offset = ?1"},
     {&w.insert_tag, "INSERT INTO event_tags (tag, global_offset) VALUES (?1, ?2)"},
     {&w.insert_snapshot,
      "INSERT OR REPLACE INTO snapshots (persistence_id, seq, name, version, payload, "
@@ -680,6 +685,7 @@ struct sqlite_journal::impl {
                        false, out);
     auto offset = next_offset;
     auto seq = highest;
+    auto chain = w.chain; // becomes the writer's only if the whole append succeeds
     for (auto& ev : req.events) {
       ++seq;
       auto* ins = w.insert_event.ptr;
@@ -703,6 +709,10 @@ struct sqlite_journal::impl {
       sqlite3_bind_int64(ins, 8, timestamp);
       bind_optional_text(ins, 9, req.metadata.command_id);
       bind_optional_text(ins, 10, req.metadata.correlation_id);
+      chain = internal::chain_hash(chain, offset, req.persistence_id, seq, ev.name, ev.version,
+                                   ev.payload, ev.tags, timestamp, req.metadata.command_id,
+                                   req.metadata.correlation_id);
+      sqlite3_bind_blob(ins, 11, chain.data(), static_cast<int>(chain.size()), SQLITE_STATIC);
       auto rc = sqlite3_step(ins);
       sqlite3_reset(ins);
       if (rc != SQLITE_DONE) {
@@ -742,6 +752,7 @@ struct sqlite_journal::impl {
                        sqlite_failure(sqlite3_extended_errcode(w.conn.db), w.conn.db,
                                       "releasing a savepoint", w.path),
                        true, out);
+    w.chain = chain;
     out.res.first_seq = highest + 1;
     out.res.last_seq = seq;
     out.res.first_offset = next_offset;
@@ -805,6 +816,25 @@ struct sqlite_journal::impl {
     return applied::ok;
   }
 
+  // Reads the stored hash of event `head` (the newest) into `w.chain`; zeros for none.
+  static caf::error read_chain_head(writer_state& w, std::uint64_t head) {
+    w.chain.fill(0);
+    if (head == 0)
+      return {};
+    auto* stmt = w.head_hash.ptr;
+    reset_guard guard{stmt};
+    bind_u64(stmt, 1, head);
+    auto rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW)
+      return sqlite_failure(rc, w.conn.db, "reading the hash of the newest event", w.path);
+    if (sqlite3_column_bytes(stmt, 0) != static_cast<int>(w.chain.size()))
+      return make_error(journal_errc::corrupt_row,
+                        w.path + ": the event at offset " + std::to_string(head)
+                          + " has no valid hash; `annals verify` tells where the chain breaks");
+    std::memcpy(w.chain.data(), sqlite3_column_blob(stmt, 0), w.chain.size());
+    return {};
+  }
+
   void process(writer_state& w, std::vector<write_item>& batch) {
     std::vector<outcome> out(batch.size());
     std::vector<std::size_t> pending;
@@ -838,6 +868,12 @@ struct sqlite_journal::impl {
         step_done(w.rollback);
         for (auto i : pending)
           out[i].err = max_offset.error();
+        break;
+      }
+      if (auto err = read_chain_head(w, *max_offset)) {
+        step_done(w.rollback);
+        for (auto i : pending)
+          out[i].err = err;
         break;
       }
       auto next_offset = *max_offset + 1;
@@ -976,6 +1012,50 @@ caf::error configure_writer(writer_state& w, const sqlite_options& opts,
   return {};
 }
 
+// Schema 1 had no hash chain: add the column and chain every stored event, in offset
+// order, inside the caller's transaction. The UPDATE trigger is lifted for exactly that.
+caf::error migrate_from_v1(writer_state& w) {
+  auto db = w.conn.db;
+  if (auto err =
+        exec(db, "ALTER TABLE events ADD COLUMN hash BLOB; DROP TRIGGER events_no_update;", w.path))
+    return err;
+  auto select = prepare(
+    db, (std::string{"SELECT "} + event_columns + " FROM events ORDER BY global_offset").c_str(),
+    w.path);
+  if (!select)
+    return std::move(select.error());
+  std::vector<std::pair<std::uint64_t, event_hash>> hashes;
+  event_hash chain{};
+  for (;;) {
+    auto rc = sqlite3_step(select->ptr);
+    if (rc == SQLITE_DONE)
+      break;
+    if (rc != SQLITE_ROW)
+      return sqlite_failure(rc, db, "reading events to chain them", w.path);
+    event_record rec;
+    if (auto err = read_row(select->ptr, w.path, rec))
+      return err;
+    chain = chain_hash(chain, rec);
+    hashes.emplace_back(rec.offset, chain);
+  }
+  auto update = prepare(db, "UPDATE events SET hash = ?1 WHERE global_offset = ?2", w.path);
+  if (!update)
+    return std::move(update.error());
+  for (const auto& [offset, h] : hashes) {
+    sqlite3_bind_blob(update->ptr, 1, h.data(), static_cast<int>(h.size()), SQLITE_STATIC);
+    bind_u64(update->ptr, 2, offset);
+    auto rc = sqlite3_step(update->ptr);
+    sqlite3_reset(update->ptr);
+    if (rc != SQLITE_DONE)
+      return sqlite_failure(rc, db, "storing the hash chain", w.path);
+  }
+  return exec(db,
+              "CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT "
+              "RAISE(ABORT, 'annals: events are append-only, UPDATE refused'); END; "
+              "PRAGMA user_version = 2;",
+              w.path);
+}
+
 caf::error ensure_schema(writer_state& w, sqlite_journal_info& info) {
   auto db = w.conn.db;
   if (auto err = exec(db, "BEGIN IMMEDIATE", w.path))
@@ -997,6 +1077,15 @@ caf::error ensure_schema(writer_state& w, sqlite_journal_info& info) {
       return err;
     }
     info.created = true;
+  } else {
+    auto version = query_int(db, "PRAGMA user_version", w.path);
+    caf::error err = version ? caf::error{} : version.error();
+    if (!err && *version == 1)
+      err = migrate_from_v1(w);
+    if (err) {
+      exec(db, "ROLLBACK", w.path);
+      return err;
+    }
   }
   if (auto err = exec(db, "COMMIT", w.path)) {
     exec(db, "ROLLBACK", w.path);
@@ -1287,6 +1376,97 @@ void sqlite_snapshot_store::load(std::string persistence_id,
   };
   if (!impl_->submit_read(std::move(task)))
     done(closed_error(impl_->opts.path));
+}
+
+} // namespace annals::persistence
+
+namespace annals::persistence {
+
+caf::expected<verify_report> sqlite_journal::verify(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    return make_error(journal_errc::storage_error, path + " does not exist");
+  auto header = read_header(path);
+  if (!header.sqlite)
+    return make_error(journal_errc::not_a_journal, path + " is not a SQLite database");
+  auto conn = open_connection(path, SQLITE_OPEN_READONLY, sqlite_options{});
+  if (!conn)
+    return std::move(conn.error());
+  auto db = conn->db;
+  // Through the connection, not the file header: a live journal's newest header is in its
+  // WAL until the next checkpoint.
+  auto app = query_int(db, "PRAGMA application_id", path);
+  if (!app)
+    return std::move(app.error());
+  if (static_cast<std::uint32_t>(*app) != static_cast<std::uint32_t>(application_id))
+    return make_error(journal_errc::not_a_journal,
+                      path + " is a SQLite database of another application (application_id "
+                        + hex(static_cast<std::uint32_t>(*app)) + ")");
+  auto version = query_int(db, "PRAGMA user_version", path);
+  if (!version)
+    return std::move(version.error());
+  if (*version < 2)
+    return make_error(journal_errc::invalid_request,
+                      path + " has journal schema " + std::to_string(*version)
+                        + ", which has no hash chain; opening it once with this build adds it");
+  if (*version > static_cast<std::int64_t>(schema_version))
+    return make_error(journal_errc::newer_schema,
+                      path + " has journal schema version " + std::to_string(*version));
+  // One read transaction: a consistent view even while a writer appends.
+  if (auto err = exec(db, "BEGIN", path))
+    return err;
+  auto select = prepare(
+    db,
+    (std::string{"SELECT "} + event_columns + ", hash FROM events ORDER BY global_offset").c_str(),
+    path);
+  if (!select)
+    return std::move(select.error());
+  verify_report report;
+  event_hash chain{};
+  for (;;) {
+    auto rc = sqlite3_step(select->ptr);
+    if (rc == SQLITE_DONE)
+      break;
+    if (rc != SQLITE_ROW)
+      return sqlite_failure(rc, db, "reading events", path);
+    event_record rec;
+    auto bad = read_row(select->ptr, path, rec);
+    auto fail = [&](std::string reason) {
+      report.first_break = chain_break{rec.offset, rec.persistence_id, rec.seq, std::move(reason)};
+    };
+    ++report.events_checked;
+    report.head_offset = rec.offset;
+    if (bad) {
+      fail("the row does not read back: " + render(bad));
+      break;
+    }
+    if (rec.offset != report.events_checked) {
+      fail("expected offset " + std::to_string(report.events_checked) + " (events missing)");
+      break;
+    }
+    auto expected = chain_hash(chain, rec);
+    if (sqlite3_column_bytes(select->ptr, 10) != static_cast<int>(expected.size())) {
+      fail("no hash stored");
+      break;
+    }
+    event_hash stored{};
+    std::memcpy(stored.data(), sqlite3_column_blob(select->ptr, 10), stored.size());
+    if (stored != expected) {
+      fail("stored hash " + to_hex(stored) + " differs from the recomputed " + to_hex(expected)
+           + " (the event or one before it was altered)");
+      break;
+    }
+    chain = expected;
+    report.head_hash = chain;
+  }
+  if (report.first_break) {
+    // The head is still the file's last offset.
+    auto head = query_int(db, "SELECT coalesce(max(global_offset), 0) FROM events", path);
+    if (head)
+      report.head_offset = static_cast<std::uint64_t>(*head);
+  }
+  exec(db, "COMMIT", path);
+  return report;
 }
 
 } // namespace annals::persistence

@@ -36,6 +36,7 @@
 #include <memory>
 #include <string>
 
+#include "annals/persistence/audit.hpp"
 #include "annals/persistence/journal.hpp"
 
 namespace annals::persistence {
@@ -116,7 +117,7 @@ class sqlite_snapshot_store;
 class sqlite_journal final : public journal {
 public:
   /// The schema version this build writes (`PRAGMA user_version`).
-  static constexpr std::uint32_t schema_version = 1;
+  static constexpr std::uint32_t schema_version = 2;
 
   /// The `PRAGMA application_id` that marks a file as an annals journal (`ANNL`).
   static constexpr std::int32_t application_id = 0x414E4E4C;
@@ -170,6 +171,11 @@ public:
   /// reports the value in effect (SQLite never sets it below the file's current size).
   /// A test hook: a small limit makes appends fail as on a full disk.
   void set_max_page_count(std::uint64_t pages, callback<std::uint64_t> done);
+
+  /// Recomputes the hash chain over every event of the journal file at `path`, in offset
+  /// order, on a read-only connection (the file may be in use), and reports the first
+  /// event that does not match (see audit.hpp). Fails for a file that is not a journal.
+  static caf::expected<verify_report> verify(const std::string& path);
 
   /// Internal state shared with the journal's threads.
   struct impl;
