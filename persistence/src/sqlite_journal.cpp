@@ -21,6 +21,7 @@
 
 #include <pthread.h>
 
+#include <caf/make_message.hpp>
 #include <sqlite3.h>
 
 #include "annals/persistence/audit.hpp"
@@ -79,6 +80,25 @@ caf::error sqlite_failure(int rc, sqlite3* db, const std::string& what, const st
   ctx += path;
   ctx += "): ";
   ctx += db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  // An I/O error says which system call failed.
+  switch (db ? sqlite3_extended_errcode(db) : rc) {
+    case SQLITE_IOERR_WRITE:
+      ctx += " (write failed)";
+      break;
+    case SQLITE_IOERR_FSYNC:
+    case SQLITE_IOERR_DIR_FSYNC:
+      ctx += " (fsync failed)";
+      break;
+    case SQLITE_IOERR_READ:
+    case SQLITE_IOERR_SHORT_READ:
+      ctx += " (read failed)";
+      break;
+    case SQLITE_IOERR_TRUNCATE:
+      ctx += " (truncate failed)";
+      break;
+    default:
+      break;
+  }
   switch (rc & 0xff) {
     case SQLITE_FULL:
       return make_error(journal_errc::disk_full, std::move(ctx));
@@ -498,6 +518,9 @@ struct sqlite_journal::impl {
 
   std::mutex threads_mtx;
   std::vector<std::thread> threads;
+  std::mutex readers_mtx;
+  std::condition_variable readers_cv;
+  std::size_t live_readers = 0;
 
   std::mutex listeners_mtx;
   std::map<std::uint64_t, std::shared_ptr<commit_listener>> listeners;
@@ -816,6 +839,20 @@ struct sqlite_journal::impl {
     return applied::ok;
   }
 
+  // `err` with the persistence id of `item` added to its context, for a failure that
+  // took a whole transaction down.
+  static caf::error naming_stream(const caf::error& err, const write_item& item) {
+    const std::string* pid = nullptr;
+    if (auto* a = std::get_if<append_item>(&item))
+      pid = &a->req.persistence_id;
+    else if (auto* sn = std::get_if<snapshot_item>(&item))
+      pid = &sn->snap.persistence_id;
+    if (pid == nullptr)
+      return err;
+    return caf::error{err.code(), err.category(),
+                      caf::make_message("persistence id " + *pid + ": " + context_of(err))};
+  }
+
   // Reads the stored hash of event `head` (the newest) into `w.chain`; zeros for none.
   static caf::error read_chain_head(writer_state& w, std::uint64_t head) {
     w.chain.fill(0);
@@ -859,6 +896,20 @@ struct sqlite_journal::impl {
       sqlite3_reset(w.begin);
       if (begin_rc != SQLITE_DONE) {
         auto err = sqlite_failure(begin_rc, w.conn.db, "starting a write transaction", w.path);
+        for (auto i : pending)
+          out[i].err = err;
+        break;
+      }
+      // A file deleted or replaced under the open connection would take every later commit
+      // with it into an unlinked inode: acknowledged appends that no one can read again.
+      int moved = 0;
+      if (sqlite3_file_control(w.conn.db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK
+          && moved != 0) {
+        step_done(w.rollback);
+        auto err = make_error(journal_errc::storage_error,
+                              w.path
+                                + " was deleted or replaced while the journal had it open; "
+                                  "nothing was written (reopen the journal)");
         for (auto i : pending)
           out[i].err = err;
         break;
@@ -908,12 +959,19 @@ struct sqlite_journal::impl {
       sqlite3_reset(w.commit);
       if (commit_rc != SQLITE_DONE) {
         auto err = sqlite_failure(commit_rc, w.conn.db, "committing", w.path);
+        if ((commit_rc & 0xff) == SQLITE_IOERR) {
+          // The commit record may already be in the WAL: after a crash these appends can
+          // turn out stored. Callers treat it like a timeout (retry with the same
+          // idempotency key), never as "certainly not written".
+          err = make_error(journal_errc::storage_error,
+                           annals::context_of(err) + "; the outcome of this commit is unknown");
+        }
         if (!sqlite3_get_autocommit(w.conn.db))
           step_done(w.rollback);
         w.seq_cache.clear();
         for (auto i : pending)
           if (!out[i].err)
-            out[i].err = err;
+            out[i].err = naming_stream(err, batch[i]);
         break;
       }
       committed = pending.size();
@@ -1165,14 +1223,26 @@ caf::expected<std::shared_ptr<sqlite_journal>> sqlite_journal::open(sqlite_optio
   }
   // The threads own their connections and keep the shared state alive until they end,
   // which lets `close` run on one of them.
-  st->threads.emplace_back([st, ws = std::move(w)] {
+  // The writer's connection closes last: the last connection to close merges the WAL into
+  // the database file, and closes that overlap can each leave that to the other.
+  st->live_readers = readers.size();
+  st->threads.emplace_back([st, ws = std::move(w)]() mutable {
     pthread_setname_np(pthread_self(), "annals-writer");
     st->writer_loop(*ws);
+    {
+      std::unique_lock lk{st->readers_mtx};
+      st->readers_cv.wait(lk, [&] { return st->live_readers == 0; });
+    }
+    ws.reset();
   });
   for (auto& r : readers)
-    st->threads.emplace_back([st, rs = std::move(r)] {
+    st->threads.emplace_back([st, rs = std::move(r)]() mutable {
       pthread_setname_np(pthread_self(), "annals-reader");
       st->reader_loop(*rs);
+      rs.reset();
+      std::lock_guard guard{st->readers_mtx};
+      --st->live_readers;
+      st->readers_cv.notify_all();
     });
   return std::shared_ptr<sqlite_journal>(new sqlite_journal(std::move(st)));
 }

@@ -118,9 +118,17 @@ public:
   transfer() = default;
   explicit transfer(annals::actors::host* bank) : bank_(bank) {}
 
+  /// Starting a transfer that exists with the same accounts and amount is a retry: it
+  /// runs the remaining steps, if any, and answers the status (the transfer's id is its
+  /// idempotency key). The same id with other parameters is `already_exists`.
   annals::task<transfer_status> handle(start_transfer cmd) {
-    if (state().status != transfer_status::none)
-      co_return transfer_errc::already_exists;
+    if (state().status != transfer_status::none) {
+      if (cmd.from != state().from || cmd.to != state().to || cmd.cents != state().cents)
+        co_return annals::make_error(transfer_errc::already_exists,
+                                     "transfer " + state().id
+                                       + " exists with other accounts or another amount");
+      co_return co_await run_steps();
+    }
     if (cmd.id.empty() || cmd.from.empty() || cmd.to.empty() || cmd.from == cmd.to
         || cmd.cents <= 0)
       co_return transfer_errc::invalid_transfer;

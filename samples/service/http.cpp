@@ -161,7 +161,108 @@ std::string to_lower(std::string_view in) {
   return out;
 }
 
+// -- request reading -----------------------------------------------------------------------
+
+using request_parser = bhttp::request_parser<bhttp::string_body>;
+
+/// Sets the limits every request is read with.
+void apply_limits(request_parser& parser, std::size_t body_limit) {
+  parser.body_limit(body_limit);
+  parser.header_limit(header_limit);
+}
+
+/// Fills `out` from a parsed message; false for an unusable request target.
+bool to_request(bhttp::request<bhttp::string_body>& msg, request& out) {
+  if (!parse_target(msg.target(), out))
+    return false;
+  out.method = std::string(msg.method_string());
+  out.target = std::string(msg.target());
+  for (const auto& field : msg) {
+    auto [it, inserted] = out.headers.emplace(to_lower(field.name_string()), field.value());
+    if (!inserted) {
+      it->second += ", ";
+      it->second.append(field.value().data(), field.value().size());
+    }
+  }
+  out.body = std::move(msg.body());
+  return true;
+}
+
+/// Why a request is refused before it reaches the handler.
+struct refusal {
+  unsigned status;
+  std::string_view code;
+  std::string message;
+};
+
+/// The refusal for a read that failed with `ec`, or nullopt when the peer closed, reset or
+/// timed out (nothing to answer).
+std::optional<refusal> refusal_for(error_code ec, std::size_t body_limit) {
+  if (ec == bhttp::error::body_limit)
+    return refusal{413, "payload_too_large",
+                   "the request body exceeds " + std::to_string(body_limit) + " bytes"};
+  if (ec == bhttp::error::header_limit)
+    return refusal{431, "headers_too_large", "the request header exceeds the limit"};
+  static const auto& http_category = bhttp::make_error_code(bhttp::error::bad_method).category();
+  if (ec.category() == http_category && ec != bhttp::error::end_of_stream
+      && ec != bhttp::error::partial_message)
+    return refusal{400, "bad_request", "malformed request: " + ec.message()};
+  return std::nullopt;
+}
+
+const refusal bad_target{400, "bad_request", "malformed request target"};
+
 // -- response building ---------------------------------------------------------------------
+
+/// The length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no
+/// surrogates, nothing above U+10FFFF) at the start of `s`, or 0 when there is none.
+std::size_t utf8_sequence(std::string_view s) {
+  auto byte = [&s](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  auto c = byte(0);
+  if (c < 0x80)
+    return 1;
+  std::size_t n = c >= 0xc2 && c <= 0xdf   ? 2
+                  : c >= 0xe0 && c <= 0xef ? 3
+                  : c >= 0xf0 && c <= 0xf4 ? 4
+                                           : 0;
+  if (n == 0 || s.size() < n)
+    return 0;
+  // The second byte's range depends on the first; the others are plain continuation bytes.
+  unsigned char low = 0x80;
+  unsigned char high = 0xbf;
+  if (c == 0xe0)
+    low = 0xa0;
+  else if (c == 0xed)
+    high = 0x9f;
+  else if (c == 0xf0)
+    low = 0x90;
+  else if (c == 0xf4)
+    high = 0x8f;
+  if (byte(1) < low || byte(1) > high)
+    return 0;
+  for (std::size_t i = 2; i < n; ++i)
+    if (byte(i) < 0x80 || byte(i) > 0xbf)
+      return 0;
+  return n;
+}
+
+/// `s` with every byte that is not part of a well-formed UTF-8 sequence replaced by U+FFFD:
+/// text from a request (a path, a header) may hold any bytes, a JSON string may not.
+std::string valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  while (!s.empty()) {
+    auto n = utf8_sequence(s);
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";
+      n = 1;
+    } else {
+      out.append(s.data(), n);
+    }
+    s.remove_prefix(n);
+  }
+  return out;
+}
 
 bool is_token_char(unsigned char c) {
   if (c >= '0' && c <= '9')
@@ -377,8 +478,7 @@ private:
     if (closed_)
       return;
     parser_.emplace();
-    parser_->body_limit(core_.options.body_limit);
-    parser_->header_limit(header_limit);
+    apply_limits(*parser_, core_.options.body_limit);
     header_seen_ = false;
     stream_.expires_after(core_.options.idle_timeout);
     read_some();
@@ -418,16 +518,8 @@ private:
 
   void on_read_error(error_code ec) {
     parser_.reset();
-    if (ec == bhttp::error::body_limit)
-      return reject(413, "payload_too_large",
-                    "the request body exceeds " + std::to_string(core_.options.body_limit)
-                      + " bytes");
-    if (ec == bhttp::error::header_limit)
-      return reject(431, "headers_too_large", "the request header exceeds the limit");
-    static const auto& http_category = bhttp::make_error_code(bhttp::error::bad_method).category();
-    if (ec.category() == http_category && ec != bhttp::error::end_of_stream
-        && ec != bhttp::error::partial_message)
-      return reject(400, "bad_request", "malformed request: " + ec.message());
+    if (auto refused = refusal_for(ec, core_.options.body_limit))
+      return reject(*refused);
     // The peer closed, reset or timed out.
     close_now();
   }
@@ -436,18 +528,8 @@ private:
     auto msg = parser_->release();
     parser_.reset();
     request r;
-    if (!parse_target(msg.target(), r))
-      return reject(400, "bad_request", "malformed request target");
-    r.method = std::string(msg.method_string());
-    r.target = std::string(msg.target());
-    for (const auto& field : msg) {
-      auto [it, inserted] = r.headers.emplace(to_lower(field.name_string()), field.value());
-      if (!inserted) {
-        it->second += ", ";
-        it->second.append(field.value().data(), field.value().size());
-      }
-    }
-    r.body = std::move(msg.body());
+    if (!to_request(msg, r))
+      return reject(bad_target);
     version_ = msg.version();
     keep_alive_ = msg.keep_alive();
     head_ = msg.method() == bhttp::verb::head;
@@ -463,9 +545,9 @@ private:
   }
 
   /// Answers a request the handler never saw and closes the connection afterwards.
-  void reject(unsigned status, std::string_view code, const std::string& message) {
+  void reject(const refusal& why) {
     bool close = true;
-    send(to_wire(json_error(status, code, message), 11, false, close), true, false);
+    send(to_wire(json_error(why.status, why.code, why.message), 11, false, close), true, false);
   }
 
   void write_reply(response r) {
@@ -570,7 +652,7 @@ private:
   asio::any_io_executor strand_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<request_parser> parser_;
   std::optional<wire_response> reply_;
   std::array<char, 4096> discard_{};
   std::size_t lingered_ = 0;
@@ -630,11 +712,46 @@ std::string request::header(std::string_view lower_name) const {
 
 response json_error(unsigned status, std::string_view code, std::string_view message) {
   boost::json::object body;
-  body["error"] = code;
-  body["message"] = message;
+  body["error"] = valid_utf8(code);
+  body["message"] = valid_utf8(message);
   response r;
   r.status = status;
   r.body = boost::json::serialize(body) + "\n"; // a line, as every JSON body the service sends
+  return r;
+}
+
+result<request> parse_request(std::string_view raw, std::size_t body_limit, std::size_t* used) {
+  auto refused = [](const refusal& why) {
+    return result<request>::failure(std::to_string(why.status) + " " + std::string{why.code} + ": "
+                                    + why.message);
+  };
+  request_parser parser;
+  apply_limits(parser, body_limit);
+  asio::const_buffer rest{raw.data(), raw.size()};
+  error_code ec;
+  while (!parser.is_done()) {
+    auto n = parser.put(rest, ec);
+    rest += n;
+    if (ec == bhttp::error::need_more)
+      ec = {};
+    if (!ec && n == 0) {
+      // The parser cannot go on with what is left: the bytes end here.
+      parser.put_eof(ec);
+      if (!ec && !parser.is_done())
+        ec = bhttp::error::partial_message;
+    }
+    if (ec) {
+      if (auto why = refusal_for(ec, body_limit))
+        return refused(*why);
+      return result<request>::failure("the request ends before it is complete: " + ec.message());
+    }
+  }
+  auto msg = parser.release();
+  request r;
+  if (!to_request(msg, r))
+    return refused(bad_target);
+  if (used != nullptr)
+    *used = raw.size() - rest.size();
   return r;
 }
 

@@ -55,7 +55,21 @@ struct response {
 };
 
 /// A response with `status` and the body {"error":code,"message":message} and a newline.
+/// Bytes of `code` or `message` that are not valid UTF-8 (a message may quote a request's
+/// path) become U+FFFD, so the body is always valid JSON.
 response json_error(unsigned status, std::string_view code, std::string_view message);
+
+/// Parses the first request in `raw` the way the server parses what a connection sends: the
+/// same parser, header limit, body limit and target decoding, so the request equals the one the
+/// handler would see. Bytes after that request are left alone; `used`, when given, receives
+/// the number of bytes the request took (a pipelined next request starts there). Fails, with a
+/// message saying why,
+/// for a malformed request or target (the server answers 400 "bad_request"), a body above
+/// `body_limit` (413 "payload_too_large"), an oversized header block (431
+/// "headers_too_large"), and bytes that end before the request does (the server waits for
+/// more).
+result<request> parse_request(std::string_view raw, std::size_t body_limit = 64 * 1024,
+                              std::size_t* used = nullptr);
 
 /// Completes one request. It may be called from any thread; the first call wins and later
 /// calls are ignored. When every copy is destroyed without a call, the request is answered

@@ -1,6 +1,7 @@
 // annals-bank: the bank and football service over HTTP/1.1 + JSON.
 //
 //   annals-bank [--db PATH] [--port N] [--host ADDR] [--threads N]
+//   annals-bank admin <subcommand> ...   (the annals tool with the bank's types registered)
 //
 // Prints "annals-bank listening on http://ADDR:PORT" once it serves (with --port 0 the
 // port is the one the system chose). SIGTERM or SIGINT: stop accepting connections, finish
@@ -10,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -17,8 +20,14 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 
+#include "account/account.hpp"
+#include "account/balances.hpp"
+#include "account/statement.hpp"
+#include "account/transfer.hpp"
 #include "annals/actors/system.hpp"
 #include "annals/error.hpp"
+#include "annals/tools/cli.hpp"
+#include "match/match.hpp"
 #include "service/bank_service.hpp"
 #include "service/http.hpp"
 
@@ -34,7 +43,8 @@ struct flags {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "annals-bank: %s\n"
-               "usage: annals-bank [--db PATH] [--port N] [--host ADDR] [--threads N]\n",
+               "usage: annals-bank [--db PATH] [--port N] [--host ADDR] [--threads N]\n"
+               "       annals-bank admin <subcommand> ...  (annals-bank admin --help)\n",
                why);
   std::exit(2);
 }
@@ -73,9 +83,26 @@ flags parse(int argc, char** argv) {
   return f;
 }
 
+// `annals-bank admin ...`: the operator tool on the bank's journal files, with the
+// aggregate types and SQL projections that bank_service.cpp registers.
+int admin(int argc, char** argv) {
+  annals::tools::cli tool{"annals-bank admin"};
+  tool.register_aggregate<bank::account>("account");
+  tool.register_aggregate<bank::transfer>("transfer");
+  tool.register_aggregate<match::football_match>("match");
+  auto accounts = annals::actors::event_filter::aggregate_type("account");
+  tool.register_projection(
+    "balances", [] { return std::make_shared<bank::balances_projection>(); }, accounts);
+  tool.register_projection(
+    "statement", [] { return std::make_shared<bank::statement_projection>(); }, accounts);
+  return tool.run(argc, argv, std::cout, std::cerr);
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view{argv[1]} == "admin")
+    return admin(argc - 1, argv + 1);
   auto f = parse(argc, argv);
 
   // Every thread started from here on inherits the blocked signals; this thread takes them

@@ -443,3 +443,32 @@ TEST_CASE("drain finishes the commands already routed, refuses new ones and stop
   REQUIRE_FALSE(after);
   CHECK(annals::is(after.error(), annals::errc::unavailable));
 }
+
+TEST_CASE("a retry whose first attempt a snapshot covers is still recognised after a restart",
+          "[runtime][idempotency][snapshots]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  auto snapshots = std::make_shared<ap::memory_snapshot_store>(2);
+  {
+    system_config cfg;
+    caf::actor_system sys{cfg};
+    host h{sys, journal, snapshots};
+    REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+    REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+    for (int i = 1; i <= 24; ++i)
+      REQUIRE(h.ask<account>("acc", bank::deposit{1}, 10s,
+                             annals::actors::command_options{"k" + std::to_string(i)}));
+  }
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal, snapshots};
+  REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+  // k5 is event 6, under the snapshot at seq 20; k23 is after it.
+  for (const char* key : {"k5", "k23"}) {
+    auto again = h.ask<account>("acc", bank::deposit{1}, 10s, annals::actors::command_options{key});
+    REQUIRE(again);
+    CHECK(again->balance == (std::string{key} == "k5" ? 5 : 23));
+  }
+  CHECK(h.metrics().duplicates == 2);
+  CHECK(stream(*journal, "account|acc").size() == 25);
+  CHECK(*h.ask<account>("acc", bank::get_balance{}) == 24);
+}

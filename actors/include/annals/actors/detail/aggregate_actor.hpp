@@ -2,6 +2,8 @@
 
 // The aggregate actor: one per aggregate id. Its phases follow the lifecycle:
 //   recovering  load the newest decodable snapshot, then replay the events after it;
+//   loading_keys after a snapshot: read the command ids of the events it covers (the
+//               de-duplication window), without applying them;
 //   running     one command at a time; a handler suspended in persist holds the rest back;
 //   reloading   after a failed or timed-out append, re-read the tail before going on;
 //   recomputing answer a duplicate command whose reply was lost in a restart by re-running
@@ -160,6 +162,41 @@ public:
       ctx_->warn("snapshots of " + pid_
                  + " unavailable, replaying all events: " + render(msg.result.error()));
     }
+    auto window = ctx_->options.dedupe_window;
+    if (seq_ == 0 || window == 0)
+      return read_tail(phase::recovering);
+    // The snapshot covers events whose command ids a retry may still carry: read the
+    // newest `window` of them for their ids only, so that such a retry is recognised as a
+    // duplicate instead of being applied again.
+    keys_until_ = seq_;
+    read_keys(seq_ > window ? seq_ - window + 1 : 1);
+  }
+
+  void reload() {
+    auto window = ctx_->options.dedupe_window;
+    if (keys_until_ != 0) // the ids under the snapshot were not all read yet
+      return read_keys(keys_until_ > window ? keys_until_ - window + 1 : 1);
+    read_tail(phase::reloading);
+  }
+
+  void read_keys(std::uint64_t from) {
+    phase_ = phase::loading_keys;
+    auto token = expect_reply();
+    ctx_->journal->read_stream(pid_, from, keys_until_, ctx_->options.replay_page,
+                               [hdl = handle(), token](auto res) {
+                                 caf::anon_send(hdl, events_read{token, std::move(res)});
+                               });
+  }
+
+  void on_keys_page(std::vector<persistence::event_record>& records) {
+    std::uint64_t last = 0;
+    for (auto& rec : records) {
+      remember(rec.metadata.command_id, rec.seq, std::nullopt);
+      last = rec.seq;
+    }
+    if (records.size() >= ctx_->options.replay_page && last < keys_until_)
+      return read_keys(last + 1);
+    keys_until_ = 0;
     read_tail(phase::recovering);
   }
 
@@ -172,6 +209,8 @@ public:
     auto& records = *msg.result;
     if (phase_ == phase::recomputing)
       return on_recompute_page(records);
+    if (phase_ == phase::loading_keys)
+      return on_keys_page(records);
     for (auto& rec : records) {
       auto ev = codec_type::decode(rec.name, rec.version, rec.payload);
       if (!ev)
@@ -190,8 +229,17 @@ public:
   }
 
   void on_append(append_done& msg) {
-    if (msg.token != awaited_ || op_ == nullptr)
-      return; // a late answer to an append that already timed out; the reload covers it
+    if (msg.token != awaited_ || op_ == nullptr) {
+      // A late answer to an append that already timed out. If it committed after all, the
+      // reload that followed the timeout may have missed it: read the tail again before
+      // the next command, so the state never lags what the journal holds.
+      if (msg.result && msg.result->last_seq > seq_) {
+        stale_ = true;
+        if (phase_ == phase::running && !busy_)
+          reload();
+      }
+      return;
+    }
     awaited_ = 0;
     auto* op = std::exchange(op_, nullptr);
     if (!msg.result)
@@ -237,7 +285,13 @@ public:
   }
 
   bool idle() const noexcept {
-    return !busy_ && queue_.empty() && phase_ == phase::running;
+    return !busy_ && queue_.empty() && (phase_ == phase::running || phase_ == phase::failed);
+  }
+
+  // Stored data this code cannot read: retrying will not help.
+  static bool permanent(const caf::error& err) {
+    return is(err, persistence::journal_errc::corrupt_row) || is(err, errc::decode_failed)
+           || is(err, errc::unknown_event) || is(err, errc::newer_version);
   }
 
   // persist_port
@@ -254,7 +308,7 @@ public:
   }
 
 private:
-  enum class phase { recovering, running, reloading, recomputing, failed };
+  enum class phase { recovering, loading_keys, running, reloading, recomputing, failed };
 
   struct queued {
     envelope env;
@@ -301,6 +355,7 @@ private:
 
   void read_tail(phase next) {
     phase_ = next;
+    stale_ = false;
     auto token = expect_reply();
     ctx_->journal->read_stream(pid_, seq_ + 1, std::numeric_limits<std::uint64_t>::max(),
                                ctx_->options.replay_page, [hdl = handle(), token](auto res) {
@@ -314,6 +369,18 @@ private:
       finish_current(std::move(err));
       phase_ = phase::running;
       return pump();
+    }
+    if (!permanent(err)) {
+      // A journal that failed or stalled for a moment: the waiting commands get the
+      // cause, and the next command reads the tail again (from the last event applied).
+      for (auto& q : queue_)
+        q.rp.deliver(err);
+      ctx_->stats->commands_failed.fetch_add(queue_.size(), std::memory_order_relaxed);
+      queue_.clear();
+      ctx_->warn("aggregate " + pid_ + " could not read its events: " + render(err));
+      phase_ = phase::running;
+      stale_ = true;
+      return quit_if_idle();
     }
     // Without its full history the aggregate cannot serve any command correctly.
     phase_ = phase::failed;
@@ -329,6 +396,8 @@ private:
   }
 
   void pump() {
+    if (stale_ && phase_ == phase::running && !busy_ && !queue_.empty())
+      return reload();
     while (phase_ == phase::running && !busy_ && !queue_.empty()) {
       busy_ = true; // the front of the queue is the current command
       current_seq_range_ = {0, 0};
@@ -514,6 +583,8 @@ private:
   std::uint64_t recompute_next_ = 0;
   caf::error failure_;
   bool stop_requested_ = false;
+  std::uint64_t keys_until_ = 0; // loading_keys: the snapshot's seq
+  bool stale_ = false; // the journal may hold events past `seq_`: read them before a command
 };
 
 template <class A>
