@@ -51,9 +51,9 @@ namespace {
 
 // Forwards to a real journal; `fault` may refuse chosen appends, as a crash between two
 // writes would. Set it only while no command is in flight.
-class interrupting_journal final : public ap::journal {
+class interrupting_journal final : public proxy_journal {
 public:
-  explicit interrupting_journal(ap::journal_ptr inner) : inner_(std::move(inner)) {}
+  explicit interrupting_journal(ap::journal_ptr inner) : proxy_journal(std::move(inner)) {}
 
   std::function<caf::error(const ap::append_request&)> fault;
 
@@ -63,37 +63,6 @@ public:
         return done(std::move(err));
     inner_->append(std::move(req), std::move(done));
   }
-  void read_stream(std::string pid, std::uint64_t from, std::uint64_t to, std::size_t max,
-                   ap::callback<std::vector<ap::event_record>> done) override {
-    inner_->read_stream(std::move(pid), from, to, max, std::move(done));
-  }
-  void read_all(std::uint64_t from, std::size_t max,
-                ap::callback<std::vector<ap::event_record>> done) override {
-    inner_->read_all(from, max, std::move(done));
-  }
-  void read_tagged(std::string tag, std::uint64_t from, std::size_t max,
-                   ap::callback<std::vector<ap::event_record>> done) override {
-    inner_->read_tagged(std::move(tag), from, max, std::move(done));
-  }
-  void highest_seq(std::string pid, ap::callback<std::uint64_t> done) override {
-    inner_->highest_seq(std::move(pid), std::move(done));
-  }
-  void head_offset(ap::callback<std::uint64_t> done) override {
-    inner_->head_offset(std::move(done));
-  }
-  void persistence_ids(std::string after, std::size_t max,
-                       ap::callback<std::vector<std::string>> done) override {
-    inner_->persistence_ids(std::move(after), max, std::move(done));
-  }
-  std::uint64_t subscribe(ap::commit_listener f) override {
-    return inner_->subscribe(std::move(f));
-  }
-  void unsubscribe(std::uint64_t h) override {
-    inner_->unsubscribe(h);
-  }
-
-private:
-  ap::journal_ptr inner_;
 };
 
 // A bank on a SQLite journal in a temporary directory: one actor system, a host of

@@ -175,9 +175,9 @@ void check_recovery_matches_journal(caf::actor_system& sys, ap::journal_ptr j,
 // until `resume` runs them, or until `resume_dropping_appends` answers the held appends
 // with an error without storing them; `wait_finished` waits until the answers to every
 // released operation have been delivered.
-class stalling_journal final : public ap::journal {
+class stalling_journal final : public proxy_journal {
 public:
-  explicit stalling_journal(ap::journal_ptr inner) : inner_(std::move(inner)) {}
+  explicit stalling_journal(ap::journal_ptr inner) : proxy_journal(std::move(inner)) {}
 
   void stall(bool appends, bool reads) {
     std::lock_guard guard{mtx_};
@@ -222,30 +222,6 @@ public:
         inner_->read_stream(pid, from, to, max, std::move(cb));
       },
       std::move(done));
-  }
-  void read_all(std::uint64_t from, std::size_t max,
-                ap::callback<std::vector<ap::event_record>> done) override {
-    inner_->read_all(from, max, std::move(done));
-  }
-  void read_tagged(std::string tag, std::uint64_t from, std::size_t max,
-                   ap::callback<std::vector<ap::event_record>> done) override {
-    inner_->read_tagged(std::move(tag), from, max, std::move(done));
-  }
-  void highest_seq(std::string pid, ap::callback<std::uint64_t> done) override {
-    inner_->highest_seq(std::move(pid), std::move(done));
-  }
-  void head_offset(ap::callback<std::uint64_t> done) override {
-    inner_->head_offset(std::move(done));
-  }
-  void persistence_ids(std::string after, std::size_t max,
-                       ap::callback<std::vector<std::string>> done) override {
-    inner_->persistence_ids(std::move(after), max, std::move(done));
-  }
-  std::uint64_t subscribe(ap::commit_listener f) override {
-    return inner_->subscribe(std::move(f));
-  }
-  void unsubscribe(std::uint64_t h) override {
-    inner_->unsubscribe(h);
   }
 
 private:
@@ -293,7 +269,6 @@ private:
     }
   }
 
-  ap::journal_ptr inner_;
   std::mutex mtx_;
   std::condition_variable cv_;
   bool stall_appends_ = false;

@@ -48,42 +48,57 @@ private:
   std::size_t n_;
 };
 
-// A journal that forwards everything to a memory journal; tests override what they fault.
-class forwarding_journal : public ap::journal {
+// A journal that forwards everything to another journal; tests override what they fault.
+class proxy_journal : public ap::journal {
 public:
-  std::shared_ptr<ap::memory_journal> inner = std::make_shared<ap::memory_journal>();
+  explicit proxy_journal(ap::journal_ptr inner) : inner_(std::move(inner)) {}
 
   void append(ap::append_request req, ap::callback<ap::append_result> done) override {
-    inner->append(std::move(req), std::move(done));
+    inner_->append(std::move(req), std::move(done));
   }
   void read_stream(std::string pid, std::uint64_t from, std::uint64_t to, std::size_t max,
                    ap::callback<std::vector<ap::event_record>> done) override {
-    inner->read_stream(std::move(pid), from, to, max, std::move(done));
+    inner_->read_stream(std::move(pid), from, to, max, std::move(done));
   }
   void read_all(std::uint64_t from, std::size_t max,
                 ap::callback<std::vector<ap::event_record>> done) override {
-    inner->read_all(from, max, std::move(done));
+    inner_->read_all(from, max, std::move(done));
   }
   void read_tagged(std::string tag, std::uint64_t from, std::size_t max,
                    ap::callback<std::vector<ap::event_record>> done) override {
-    inner->read_tagged(std::move(tag), from, max, std::move(done));
+    inner_->read_tagged(std::move(tag), from, max, std::move(done));
   }
   void highest_seq(std::string pid, ap::callback<std::uint64_t> done) override {
-    inner->highest_seq(std::move(pid), std::move(done));
+    inner_->highest_seq(std::move(pid), std::move(done));
   }
   void head_offset(ap::callback<std::uint64_t> done) override {
-    inner->head_offset(std::move(done));
+    inner_->head_offset(std::move(done));
   }
   void persistence_ids(std::string after, std::size_t max,
                        ap::callback<std::vector<std::string>> done) override {
-    inner->persistence_ids(std::move(after), max, std::move(done));
+    inner_->persistence_ids(std::move(after), max, std::move(done));
   }
   std::uint64_t subscribe(ap::commit_listener f) override {
-    return inner->subscribe(std::move(f));
+    return inner_->subscribe(std::move(f));
   }
   void unsubscribe(std::uint64_t h) override {
-    inner->unsubscribe(h);
+    inner_->unsubscribe(h);
   }
+
+protected:
+  ap::journal_ptr inner_;
+};
+
+// A proxy of a memory journal, which tests can also reach directly as `inner`.
+class forwarding_journal : public proxy_journal {
+public:
+  forwarding_journal() : forwarding_journal(std::make_shared<ap::memory_journal>()) {}
+
+  std::shared_ptr<ap::memory_journal> inner;
+
+private:
+  explicit forwarding_journal(std::shared_ptr<ap::memory_journal> mem)
+    : proxy_journal(mem), inner(std::move(mem)) {}
 };
 
 // While `hold_*` is set, appends or stream reads wait until released.
