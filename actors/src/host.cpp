@@ -1,5 +1,7 @@
 #include "annals/actors/host.hpp"
 
+#include "annals/utf8.hpp"
+
 #include <chrono>
 #include <deque>
 #include <iostream>
@@ -172,7 +174,8 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
       } else {
         self->state.lru.splice(self->state.lru.begin(), self->state.lru, i->second.lru);
       }
-      return self->delegate(i->second.actor, std::move(env));
+      self->delegate(i->second.actor, std::move(env));
+      return caf::delegated<reply_msg>{};
     },
     [self](detail::passivate_atom) {
       auto k = self->state.keys.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
@@ -244,15 +247,19 @@ std::string host::persistence_id(std::string_view type_name, std::string_view id
   return pid;
 }
 
-caf::error host::check_id(std::string_view id) {
+caf::error host::check_id(std::string_view id, std::string_view what) {
+  auto refuse = [what](const std::string& why) {
+    return make_error(errc::invalid_argument, std::string{what} + " " + why);
+  };
   if (id.empty())
-    return make_error(errc::invalid_argument, "aggregate id is empty");
+    return refuse("is empty");
   if (id.size() > 255)
-    return make_error(errc::invalid_argument,
-                      "aggregate id is " + std::to_string(id.size()) + " bytes, at most 255");
+    return refuse("is " + std::to_string(id.size()) + " bytes, at most 255");
   for (unsigned char c : id)
     if (c < 0x20 || c == 0x7f)
-      return make_error(errc::invalid_argument, "aggregate id holds a control character");
+      return refuse("holds a control character");
+  if (auto at = utf8_invalid_at(id); at != id.size())
+    return refuse("is not valid UTF-8 (byte " + std::to_string(at) + ")");
   return {};
 }
 

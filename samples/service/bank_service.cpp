@@ -521,9 +521,8 @@ struct bank_service::impl {
     auto key = req.header("idempotency-key");
     if (key.empty())
       return {};
-    if (auto err = aa::host::check_id(key))
-      throw api_error{400, "invalid_idempotency_key",
-                      "Idempotency-Key: " + annals::context_of(err)};
+    if (auto err = aa::host::check_id(key, "Idempotency-Key"))
+      throw api_error{400, "invalid_idempotency_key", annals::context_of(err)};
     return aa::command_options{key};
   }
 

@@ -375,6 +375,14 @@ TEST_CASE("bad ids and unregistered types get clear errors", "[runtime][errors]"
              Catch::Contains("at most 255"));
   CHECK_THAT(annals::render(h.ask<account>("a\nb", bank::get_balance{}).error()),
              Catch::Contains("control character"));
+  CHECK_THAT(annals::render(h.ask<account>("ab\xff", bank::get_balance{}).error()),
+             Catch::Contains("aggregate id is not valid UTF-8 (byte 2)"));
+  // Command and correlation ids are stored with the events and shown as JSON: the same rules.
+  CHECK_THAT(annals::render(h.ask<account>("acc", bank::get_balance{}, 10s, {"k\xc3\x28"}).error()),
+             Catch::Contains("command id is not valid UTF-8 (byte 1)"));
+  CHECK_THAT(annals::render(h.ask<account>("acc", bank::get_balance{}, 10s, {"k", "c\td"}).error()),
+             Catch::Contains("correlation id holds a control character"));
+  CHECK(h.ask<account>("caf\xc3\xa9", bank::open{"Zo\xc3\xab"}, 10s, {"cl\xc3\xa9"}));
 }
 
 TEST_CASE("an aggregate whose stored events do not decode refuses commands with the cause",

@@ -170,94 +170,95 @@ private:
     return rc;
   }
 
-  static inline const sqlite3_io_methods methods = {
-    3,
-    // xClose
-    [](sqlite3_file* f) {
-      auto* owner = self(f)->owner;
-      auto rc = inner(f)->pMethods->xClose(inner(f));
-      owner->open_files_.fetch_sub(1);
-      return rc;
-    },
-    // xRead
-    [](sqlite3_file* f, void* buf, int n, sqlite3_int64 off) {
-      return inner(f)->pMethods->xRead(inner(f), buf, n, off);
-    },
-    // xWrite
-    [](sqlite3_file* f, const void* buf, int n, sqlite3_int64 off) {
-      auto* sf = self(f);
-      if (sf->faultable && sf->owner->should_fail(io_fault::write)) {
-        sf->owner->failed_writes_.fetch_add(1);
-        return SQLITE_IOERR_WRITE;
-      }
-      return inner(f)->pMethods->xWrite(inner(f), buf, n, off);
-    },
-    // xTruncate
-    [](sqlite3_file* f, sqlite3_int64 size) {
-      return inner(f)->pMethods->xTruncate(inner(f), size);
-    },
-    // xSync
-    [](sqlite3_file* f, int flags) {
-      auto* sf = self(f);
-      if (sf->faultable && sf->owner->should_fail(io_fault::sync)) {
-        sf->owner->failed_syncs_.fetch_add(1);
-        return SQLITE_IOERR_FSYNC;
-      }
-      return inner(f)->pMethods->xSync(inner(f), flags);
-    },
-    // xFileSize
-    [](sqlite3_file* f, sqlite3_int64* size) {
-      return inner(f)->pMethods->xFileSize(inner(f), size);
-    },
-    // xLock
-    [](sqlite3_file* f, int lock) { return inner(f)->pMethods->xLock(inner(f), lock); },
-    // xUnlock
-    [](sqlite3_file* f, int lock) { return inner(f)->pMethods->xUnlock(inner(f), lock); },
-    // xCheckReservedLock
-    [](sqlite3_file* f, int* out) { return inner(f)->pMethods->xCheckReservedLock(inner(f), out); },
-    // xFileControl
-    [](sqlite3_file* f, int op, void* arg) {
-      return inner(f)->pMethods->xFileControl(inner(f), op, arg);
-    },
-    // xSectorSize
-    [](sqlite3_file* f) { return inner(f)->pMethods->xSectorSize(inner(f)); },
-    // xDeviceCharacteristics
-    [](sqlite3_file* f) { return inner(f)->pMethods->xDeviceCharacteristics(inner(f)); },
-    // xShmMap
-    [](sqlite3_file* f, int page, int size, int extend, void volatile** out) {
-      auto* m = inner(f)->pMethods;
-      return m->iVersion >= 2 ? m->xShmMap(inner(f), page, size, extend, out) : SQLITE_IOERR;
-    },
-    // xShmLock
-    [](sqlite3_file* f, int offset, int n, int flags) {
-      auto* m = inner(f)->pMethods;
-      return m->iVersion >= 2 ? m->xShmLock(inner(f), offset, n, flags) : SQLITE_IOERR;
-    },
-    // xShmBarrier
-    [](sqlite3_file* f) {
-      auto* m = inner(f)->pMethods;
-      if (m->iVersion >= 2)
-        m->xShmBarrier(inner(f));
-    },
-    // xShmUnmap
-    [](sqlite3_file* f, int del) {
-      auto* m = inner(f)->pMethods;
-      return m->iVersion >= 2 ? m->xShmUnmap(inner(f), del) : SQLITE_OK;
-    },
-    // xFetch
-    [](sqlite3_file* f, sqlite3_int64 off, int n, void** out) {
-      auto* m = inner(f)->pMethods;
-      if (m->iVersion >= 3)
-        return m->xFetch(inner(f), off, n, out);
-      *out = nullptr;
-      return SQLITE_OK;
-    },
-    // xUnfetch
-    [](sqlite3_file* f, sqlite3_int64 off, void* p) {
-      auto* m = inner(f)->pMethods;
-      return m->iVersion >= 3 ? m->xUnfetch(inner(f), off, p) : SQLITE_OK;
-    },
-  };
+  // Defined after the class: its lambdas use members, so the class must be complete.
+  static const sqlite3_io_methods methods;
+};
+
+inline const sqlite3_io_methods fault_vfs::methods = {
+  3,
+  // xClose
+  [](sqlite3_file* f) {
+    auto* owner = self(f)->owner;
+    auto rc = inner(f)->pMethods->xClose(inner(f));
+    owner->open_files_.fetch_sub(1);
+    return rc;
+  },
+  // xRead
+  [](sqlite3_file* f, void* buf, int n, sqlite3_int64 off) {
+    return inner(f)->pMethods->xRead(inner(f), buf, n, off);
+  },
+  // xWrite
+  [](sqlite3_file* f, const void* buf, int n, sqlite3_int64 off) {
+    auto* sf = self(f);
+    if (sf->faultable && sf->owner->should_fail(io_fault::write)) {
+      sf->owner->failed_writes_.fetch_add(1);
+      return SQLITE_IOERR_WRITE;
+    }
+    return inner(f)->pMethods->xWrite(inner(f), buf, n, off);
+  },
+  // xTruncate
+  [](sqlite3_file* f, sqlite3_int64 size) { return inner(f)->pMethods->xTruncate(inner(f), size); },
+  // xSync
+  [](sqlite3_file* f, int flags) {
+    auto* sf = self(f);
+    if (sf->faultable && sf->owner->should_fail(io_fault::sync)) {
+      sf->owner->failed_syncs_.fetch_add(1);
+      return SQLITE_IOERR_FSYNC;
+    }
+    return inner(f)->pMethods->xSync(inner(f), flags);
+  },
+  // xFileSize
+  [](sqlite3_file* f, sqlite3_int64* size) {
+    return inner(f)->pMethods->xFileSize(inner(f), size);
+  },
+  // xLock
+  [](sqlite3_file* f, int lock) { return inner(f)->pMethods->xLock(inner(f), lock); },
+  // xUnlock
+  [](sqlite3_file* f, int lock) { return inner(f)->pMethods->xUnlock(inner(f), lock); },
+  // xCheckReservedLock
+  [](sqlite3_file* f, int* out) { return inner(f)->pMethods->xCheckReservedLock(inner(f), out); },
+  // xFileControl
+  [](sqlite3_file* f, int op, void* arg) {
+    return inner(f)->pMethods->xFileControl(inner(f), op, arg);
+  },
+  // xSectorSize
+  [](sqlite3_file* f) { return inner(f)->pMethods->xSectorSize(inner(f)); },
+  // xDeviceCharacteristics
+  [](sqlite3_file* f) { return inner(f)->pMethods->xDeviceCharacteristics(inner(f)); },
+  // xShmMap
+  [](sqlite3_file* f, int page, int size, int extend, void volatile** out) {
+    auto* m = inner(f)->pMethods;
+    return m->iVersion >= 2 ? m->xShmMap(inner(f), page, size, extend, out) : SQLITE_IOERR;
+  },
+  // xShmLock
+  [](sqlite3_file* f, int offset, int n, int flags) {
+    auto* m = inner(f)->pMethods;
+    return m->iVersion >= 2 ? m->xShmLock(inner(f), offset, n, flags) : SQLITE_IOERR;
+  },
+  // xShmBarrier
+  [](sqlite3_file* f) {
+    auto* m = inner(f)->pMethods;
+    if (m->iVersion >= 2)
+      m->xShmBarrier(inner(f));
+  },
+  // xShmUnmap
+  [](sqlite3_file* f, int del) {
+    auto* m = inner(f)->pMethods;
+    return m->iVersion >= 2 ? m->xShmUnmap(inner(f), del) : SQLITE_OK;
+  },
+  // xFetch
+  [](sqlite3_file* f, sqlite3_int64 off, int n, void** out) {
+    auto* m = inner(f)->pMethods;
+    if (m->iVersion >= 3)
+      return m->xFetch(inner(f), off, n, out);
+    *out = nullptr;
+    return SQLITE_OK;
+  },
+  // xUnfetch
+  [](sqlite3_file* f, sqlite3_int64 off, void* p) {
+    auto* m = inner(f)->pMethods;
+    return m->iVersion >= 3 ? m->xUnfetch(inner(f), off, p) : SQLITE_OK;
+  },
 };
 
 } // namespace annals::test

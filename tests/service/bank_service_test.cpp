@@ -917,7 +917,7 @@ TEST_CASE("annals-bank: every error code, and no refused request writes to the j
     CHECK(num(get_account(c, "err-a"), "balance") == 1000);
   }
 
-  SECTION("400 invalid_id: too long, or holding a control character") {
+  SECTION("400 invalid_id: too long, holding a control character, or not UTF-8") {
     expect_error(c, 400, "invalid_id", "GET", "/accounts/" + long_id);
     expect_error(c, 400, "invalid_id", "POST", "/accounts/" + long_id + "/deposit", amount_body(1));
     expect_error(c, 400, "invalid_id", "GET", "/accounts/" + long_id + "/events");
@@ -930,6 +930,8 @@ TEST_CASE("annals-bank: every error code, and no refused request writes to the j
     expect_error(c, 400, "invalid_id", "POST", "/accounts/err%01a/deposit", amount_body(1));
     expect_error(c, 400, "invalid_id", "POST", "/accounts/err-a%1F/withdraw", amount_body(1));
     expect_error(c, 400, "invalid_id", "GET", "/accounts/%7F/statement");
+    expect_error(c, 400, "invalid_id", "GET", "/accounts/err-%FF");
+    expect_error(c, 400, "invalid_id", "POST", "/accounts/err-%ED%A0%80/deposit", amount_body(1));
     expect_error(c, 400, "invalid_id", "POST", "/accounts", R"({"id":"bad\u0001id","owner":"X"})");
     expect_error(c, 400, "invalid_id", "POST", "/accounts", R"({"id":"","owner":"X"})");
     expect_error(c, 400, "invalid_id", "POST", "/matches",
@@ -954,6 +956,9 @@ TEST_CASE("annals-bank: every error code, and no refused request writes to the j
                  amount_body(1), {{"Idempotency-Key", long_key}});
     expect_error(c, 400, "invalid_idempotency_key", "POST", "/accounts/err-a/deposit",
                  amount_body(1), {{"Idempotency-Key", "tab\there"}});
+    // Not UTF-8: the key would be stored with the events and shown in /events as JSON.
+    expect_error(c, 400, "invalid_idempotency_key", "POST", "/accounts/err-a/deposit",
+                 amount_body(1), {{"Idempotency-Key", "key-\xc0\xaf"}});
     expect_error(c, 400, "invalid_idempotency_key", "POST", "/accounts",
                  R"({"id":"err-new","owner":"X"})", {{"Idempotency-Key", long_key}});
     expect_error(c, 404, "not_found", "GET", "/accounts/err-new");

@@ -147,7 +147,7 @@ public:
     std::apply([this](const auto&... e) { (events.push_back(Agg::codec_type::encode(e)), ...); },
                typed_);
     if (port_->verify_codec())
-      std::apply([this](const auto&... e) { (check_round_trip(e), ...); }, typed_);
+      std::apply([this](const auto&... e) { (this->check_round_trip(e), ...); }, typed_);
     continuation = h;
     return port_->begin(*this);
   }

@@ -173,8 +173,8 @@ public:
   }
 
   /// Builds the message that carries `cmd` to aggregate `id` of type `A`; fails for an
-  /// unregistered type or an id that is empty, longer than 255 bytes, or holds control
-  /// characters.
+  /// unregistered type, or an id (aggregate, command or correlation) that `check_id`
+  /// refuses.
   template <aggregate_type A, class C>
   requires handles<A, C> caf::expected<detail::envelope> make_envelope(std::string_view id, C cmd,
                                                                        command_options opts = {})
@@ -184,6 +184,12 @@ public:
       return std::move(type_name.error());
     if (auto err = check_id(id))
       return err;
+    if (!opts.command_id.empty())
+      if (auto err = check_id(opts.command_id, "command id"))
+        return err;
+    if (!opts.correlation_id.empty())
+      if (auto err = check_id(opts.correlation_id, "correlation id"))
+        return err;
     return detail::envelope{
       std::move(*type_name), std::string{id},
       event_metadata{std::move(opts.command_id), std::move(opts.correlation_id)},
@@ -211,8 +217,10 @@ public:
   caf::expected<std::size_t> live_count(std::chrono::milliseconds timeout = std::chrono::seconds{
                                           5}) const;
 
-  /// Checks an aggregate id: non-empty, at most 255 bytes, no control characters.
-  static caf::error check_id(std::string_view id);
+  /// Checks an aggregate id (or, naming it `what` in the error, a command or correlation
+  /// id): non-empty, at most 255 bytes, valid UTF-8 without control characters. Ids are
+  /// stored in the journal and shown in JSON, so arbitrary bytes are refused.
+  static caf::error check_id(std::string_view id, std::string_view what = "aggregate id");
 
 private:
   using spawn_fn = std::function<caf::actor(caf::actor_system&, const std::string&, caf::actor)>;
