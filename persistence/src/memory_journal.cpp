@@ -7,12 +7,13 @@
 
 namespace annals::persistence {
 
-memory_journal::memory_journal() = default;
+memory_journal::memory_journal(std::size_t max_append_bytes)
+  : max_append_bytes_(max_append_bytes) {}
 
 memory_journal::~memory_journal() = default;
 
 void memory_journal::append(append_request req, callback<append_result> done) {
-  if (auto err = internal::validate(req)) {
+  if (auto err = internal::validate(req, max_append_bytes_)) {
     done(std::move(err));
     return;
   }

@@ -1260,7 +1260,7 @@ void sqlite_journal::close() {
 // -- the contract -------------------------------------------------------------------------
 
 void sqlite_journal::append(append_request req, callback<append_result> done) {
-  if (auto err = internal::validate(req)) {
+  if (auto err = internal::validate(req, impl_->opts.max_append_bytes)) {
     impl_->failed_appends.fetch_add(1, std::memory_order_relaxed);
     done(std::move(err));
     return;

@@ -103,6 +103,8 @@ std::pair<unsigned, std::string> classify(const caf::error& err) {
   if (category == "journal") {
     if (annals::is(err, ap::journal_errc::disk_full))
       return {507, code};
+    if (annals::is(err, ap::journal_errc::too_large))
+      return {413, code};
     if (annals::is(err, ap::journal_errc::conflict))
       return {409, code};
     return {503, code};

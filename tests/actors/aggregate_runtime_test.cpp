@@ -385,6 +385,27 @@ TEST_CASE("bad ids and unregistered types get clear errors", "[runtime][errors]"
   CHECK(h.ask<account>("caf\xc3\xa9", bank::open{"Zo\xc3\xab"}, 10s, {"cl\xc3\xa9"}));
 }
 
+TEST_CASE("a command whose events exceed the journal's size limit fails with too_large and "
+          "changes nothing",
+          "[runtime][errors]") {
+  auto journal = std::make_shared<ap::memory_journal>(256);
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  auto huge = h.ask<account>("acc", bank::open{std::string(300, 'o')});
+  REQUIRE_FALSE(huge);
+  CHECK(annals::is(huge.error(), ap::journal_errc::too_large));
+  CHECK_THAT(annals::render(huge.error()), Catch::Contains("persistence id account|acc"));
+  // The aggregate applied nothing and takes the next command as if the first never came.
+  REQUIRE(h.ask<account>("acc", bank::open{"ada"}));
+  REQUIRE(h.ask<account>("acc", bank::deposit{5}));
+  auto balance = h.ask<account>("acc", bank::get_balance{});
+  REQUIRE(balance);
+  CHECK(*balance == 5);
+  CHECK(stream(*journal, "account|acc").size() == 2);
+}
+
 TEST_CASE("an aggregate whose stored events do not decode refuses commands with the cause",
           "[runtime][errors]") {
   auto journal = std::make_shared<ap::memory_journal>();

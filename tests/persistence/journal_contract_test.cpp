@@ -126,6 +126,41 @@ JOURNAL_CONTRACT("a malformed append is refused as invalid_request and writes no
   CHECK(head_offset(*j) == std::uint64_t{0});
 }
 
+JOURNAL_CONTRACT("an append over max_append_bytes is refused as too_large, naming its size, and "
+                 "writes nothing; one at the limit is stored intact") {
+  TestType backend;
+  auto j = backend.open();
+  // Two events of 600 KiB each: one record of about 1.2 MiB, over the default 1 MiB.
+  std::string big(600 * 1024, 'x');
+  auto payload = [](const std::string& s) { return R"({"s":")" + s + R"("})"; };
+  auto over = append(*j, "acc-big", 0, {ev("a", payload(big)), ev("b", payload(big))});
+  REQUIRE_FALSE(over);
+  CHECK(is(over.error(), journal_errc::too_large));
+  CHECK_THAT(render(over.error()),
+             Catch::Contains("append of 2 event(s) to persistence id acc-big is 1228")
+               && Catch::Contains("over the journal's limit of 1048576 (max_append_bytes)")
+               && Catch::Contains("nothing was written"));
+  CHECK(head_offset(*j) == std::uint64_t{0});
+  CHECK(highest_seq(*j, "acc-big") == std::uint64_t{0});
+  // Exactly at the limit: stored and read back byte for byte.
+  append_request at_limit{"acc-big", 0, {ev("a", payload(""))}, {"cmd-1", "corr-1"}};
+  auto room = default_max_append_bytes - encoded_size(at_limit);
+  at_limit.events[0].payload = payload(std::string(room, 'y'));
+  REQUIRE(encoded_size(at_limit) == default_max_append_bytes);
+  auto stored = append(*j, "acc-big", 0, at_limit.events, at_limit.metadata);
+  REQUIRE(stored);
+  auto records = read_stream(*j, "acc-big");
+  REQUIRE(records);
+  REQUIRE(records->size() == 1);
+  CHECK((*records)[0].payload == at_limit.events[0].payload);
+  // One byte more is refused.
+  at_limit.events[0].payload += ' ';
+  auto one_over = append(*j, "acc-big", 1, at_limit.events, at_limit.metadata);
+  REQUIRE_FALSE(one_over);
+  CHECK(is(one_over.error(), journal_errc::too_large));
+  CHECK(head_offset(*j) == std::uint64_t{1});
+}
+
 JOURNAL_CONTRACT("global offsets start at 1 and are gapless and increasing across streams") {
   TestType backend;
   auto j = backend.open();

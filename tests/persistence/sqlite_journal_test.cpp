@@ -84,6 +84,27 @@ TEST_CASE("the event tables refuse UPDATE and DELETE from any connection", "[sql
   CHECK(read_tagged(*j, "t")->size() == 1);
 }
 
+TEST_CASE("sqlite_options::max_append_bytes bounds an append; 0 lifts the bound", "[sqlite]") {
+  temp_dir dir;
+  std::string payload = R"({"s":")" + std::string(300, 'x') + R"("})";
+  {
+    auto j = open_journal({.path = dir.file("small.db"), .max_append_bytes = 256});
+    auto res = append(*j, "acc", 0, {ev("e", payload)});
+    REQUIRE_FALSE(res);
+    CHECK(is(res.error(), journal_errc::too_large));
+    CHECK_THAT(render(res.error()), Catch::Contains("over the journal's limit of 256"));
+    CHECK(j->stats().failed_appends == 1);
+    CHECK(append(*j, "acc", 0, {ev("e")}));
+  }
+  auto j = open_journal({.path = dir.file("unbounded.db"), .max_append_bytes = 0});
+  std::string huge = R"({"s":")" + std::string(3 * default_max_append_bytes, 'x') + R"("})";
+  REQUIRE(append(*j, "acc", 0, {ev("e", huge)}));
+  auto records = read_stream(*j, "acc");
+  REQUIRE(records);
+  REQUIRE(records->size() == 1);
+  CHECK((*records)[0].payload == huge);
+}
+
 TEST_CASE("opening a file that is not SQLite fails with not_a_journal and leaves it as it was",
           "[sqlite]") {
   temp_dir dir;

@@ -16,8 +16,9 @@ namespace annals::persistence::internal {
 /// Separates tags in the `tags` column; tags may therefore not contain it.
 inline constexpr char tag_separator = '\x1f';
 
-/// An empty error if `req` is well-formed, otherwise `journal_errc::invalid_request`.
-inline caf::error validate(const append_request& req) {
+/// An empty error if `req` is well-formed, otherwise `journal_errc::invalid_request`, or
+/// `journal_errc::too_large` when its `encoded_size` exceeds `max_bytes` (0: no bound).
+inline caf::error validate(const append_request& req, std::size_t max_bytes) {
   if (req.persistence_id.empty())
     return make_error(journal_errc::invalid_request, "append with an empty persistence id");
   if (req.events.empty())
@@ -37,6 +38,12 @@ inline caf::error validate(const append_request& req) {
                           "event " + ev.name + " for persistence id " + req.persistence_id
                             + " has an empty tag or one containing \\x1f");
   }
+  if (auto size = encoded_size(req); max_bytes != 0 && size > max_bytes)
+    return make_error(journal_errc::too_large,
+                      "append of " + std::to_string(req.events.size())
+                        + " event(s) to persistence id " + req.persistence_id + " is "
+                        + std::to_string(size) + " bytes, over the journal's limit of "
+                        + std::to_string(max_bytes) + " (max_append_bytes); nothing was written");
   return {};
 }
 

@@ -43,9 +43,10 @@ enum class journal_errc : std::uint8_t {
   closed,          ///< the journal was closed
   invalid_request, ///< e.g. an empty persistence id or an append without events
   read_only,       ///< the backend refuses writes
+  too_large,       ///< an append over the journal's size limit; nothing was written
 };
 BOOST_DESCRIBE_ENUM(journal_errc, conflict, storage_error, disk_full, corrupt_row, not_a_journal,
-                    newer_schema, closed, invalid_request, read_only)
+                    newer_schema, closed, invalid_request, read_only, too_large)
 constexpr std::string_view error_category(journal_errc) {
   return "journal";
 }
@@ -57,6 +58,17 @@ struct append_request {
   std::vector<encoded_event> events; ///< at least one
   event_metadata metadata;           ///< stored with every event of this write
 };
+
+/// The size of an append as one record: the names, payloads and tags of its events, its
+/// metadata once, and the persistence id. An append travels as one record so that backends
+/// without multi-message transactions (NATS JetStream) can still write it atomically; such
+/// backends bound a record's size, so every journal refuses an append larger than its
+/// `max_append_bytes` with `journal_errc::too_large`.
+std::size_t encoded_size(const append_request& req) noexcept;
+
+/// The default bound on `encoded_size` of one append: 1 MiB, NATS JetStream's default
+/// message size limit.
+inline constexpr std::size_t default_max_append_bytes = std::size_t{1} << 20;
 
 /// Where an append landed.
 struct append_result {

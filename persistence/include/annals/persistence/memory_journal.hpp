@@ -34,7 +34,8 @@ namespace annals::persistence {
 /// thread, so a listener may see a batch after the append's own callback has run.
 class memory_journal final : public journal {
 public:
-  memory_journal();
+  /// `max_append_bytes`: see `default_max_append_bytes` (0: no bound).
+  explicit memory_journal(std::size_t max_append_bytes = default_max_append_bytes);
   ~memory_journal() override;
 
   void append(append_request req, callback<append_result> done) override;
@@ -59,6 +60,7 @@ private:
   void commit(append_request& req, append_result& res);
   void deliver_pending();
 
+  std::size_t max_append_bytes_;
   std::mutex mtx_;
   std::vector<event_record> events_; // index = offset - 1
   std::unordered_map<std::string, std::vector<std::size_t>> streams_;

@@ -61,6 +61,9 @@ struct sqlite_options {
   std::size_t max_batch = 4096;
   /// Reader threads, each with its own connection.
   std::size_t readers = 1;
+  /// Appends whose `encoded_size` exceeds this fail with `journal_errc::too_large` and
+  /// write nothing (0: no bound; see `default_max_append_bytes`).
+  std::size_t max_append_bytes = default_max_append_bytes;
   /// Refuse to open a file that does not exist yet instead of creating it.
   bool must_exist = false;
   /// How long the writer waits for another process's write transaction to end.
