@@ -501,3 +501,64 @@ TEST_CASE("a retry whose first attempt a snapshot covers is still recognised aft
   CHECK(stream(*journal, "account|acc").size() == 25);
   CHECK(*h.ask<account>("acc", bank::get_balance{}) == 24);
 }
+
+namespace {
+
+// Sends `cmd` through the registry and returns the raw reply, with its version and offset.
+template <class C>
+caf::expected<annals::actors::detail::reply_msg>
+raw_ask(caf::actor_system& sys, host& h, std::string_view id, C cmd,
+        annals::actors::command_options opts = {}) {
+  auto env = h.make_envelope<account>(id, std::move(cmd), std::move(opts));
+  if (!env)
+    return std::move(env.error());
+  caf::scoped_actor self{sys};
+  caf::expected<annals::actors::detail::reply_msg> out{caf::error{}};
+  self->request(h.registry(), caf::duration{10s}, std::move(*env))
+    .receive([&](annals::actors::detail::reply_msg& r) { out = std::move(r); },
+             [&](caf::error& err) { out = std::move(err); });
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("a reply carries the global offset of the last event its command persisted, 0 if none",
+          "[runtime][offsets]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  annals::actors::command_options key{"dep-1"};
+  {
+    system_config cfg;
+    caf::actor_system sys{cfg};
+    host h{sys, journal};
+    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    auto opened = raw_ask(sys, h, "a", bank::open{"Ada"});
+    REQUIRE(opened);
+    CHECK(opened->offset == 1);
+    CHECK(opened->version == 1);
+    REQUIRE(raw_ask(sys, h, "b", bank::open{"Bob"})->offset == 2);
+    auto deposited = raw_ask(sys, h, "a", bank::deposit{10}, key);
+    REQUIRE(deposited);
+    CHECK(deposited->offset == 3);
+    CHECK(deposited->version == 2);
+    auto read = raw_ask(sys, h, "a", bank::get_balance{});
+    REQUIRE(read);
+    CHECK(read->offset == 0);
+    CHECK(read->version == 2);
+    REQUIRE(raw_ask(sys, h, "a", bank::deposit{1})->offset == 4);
+    // A retry persists nothing and answers with the offset and version of its first attempt.
+    auto retried = raw_ask(sys, h, "a", bank::deposit{10}, key);
+    REQUIRE(retried);
+    CHECK(retried->offset == 3);
+    CHECK(retried->version == 2);
+  }
+  // After a restart the retry's offset comes from the stored events.
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  auto retried = raw_ask(sys, h, "a", bank::deposit{10}, key);
+  REQUIRE(retried);
+  CHECK(retried->offset == 3);
+  CHECK(retried->version == 2);
+  CHECK(stream(*journal, "account|a").size() == 3);
+}

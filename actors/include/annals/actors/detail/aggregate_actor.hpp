@@ -191,7 +191,7 @@ public:
   void on_keys_page(std::vector<persistence::event_record>& records) {
     std::uint64_t last = 0;
     for (auto& rec : records) {
-      remember(rec.metadata.command_id, rec.seq, std::nullopt);
+      remember(rec.metadata.command_id, rec.seq, rec.seq, rec.offset, std::nullopt);
       last = rec.seq;
     }
     if (records.size() >= ctx_->options.replay_page && last < keys_until_)
@@ -219,7 +219,7 @@ public:
                                         + ": " + render(ev.error())));
       aggregate_access::apply(agg_, *ev);
       seq_ = rec.seq;
-      remember(rec.metadata.command_id, rec.seq, std::nullopt);
+      remember(rec.metadata.command_id, rec.seq, rec.seq, rec.offset, std::nullopt);
     }
     ctx_->stats->events_replayed.fetch_add(records.size(), std::memory_order_relaxed);
     if (records.size() >= ctx_->options.replay_page)
@@ -250,6 +250,7 @@ public:
     current_seq_range_ = {current_seq_range_.first ? current_seq_range_.first
                                                    : msg.result->first_seq,
                           msg.result->last_seq};
+    current_offset_ = msg.result->last_offset;
     op->apply();
     {
       context_guard guard{&actor_ctx_};
@@ -318,6 +319,7 @@ private:
   struct dedupe_entry {
     std::uint64_t first_seq;
     std::uint64_t last_seq;
+    std::uint64_t last_offset; // global offset of the command's last event
     std::optional<std::any> reply;
   };
 
@@ -401,10 +403,13 @@ private:
     while (phase_ == phase::running && !busy_ && !queue_.empty()) {
       busy_ = true; // the front of the queue is the current command
       current_seq_range_ = {0, 0};
+      current_offset_ = 0;
       const auto& cid = current().env.metadata.command_id;
       if (!cid.empty() && seen_) {
         if (auto i = seen_->entries.find(cid); i != seen_->entries.end()) {
           ctx_->stats->duplicates.fetch_add(1, std::memory_order_relaxed);
+          current_seq_range_ = {i->second.first_seq, i->second.last_seq};
+          current_offset_ = i->second.last_offset;
           if (i->second.reply) {
             finish_current(*i->second.reply);
             continue;
@@ -429,7 +434,8 @@ private:
     auto result = run_->take();
     run_.reset();
     if (result && current_seq_range_.first != 0)
-      remember(current().env.metadata.command_id, current_seq_range_.first, *result);
+      remember(current().env.metadata.command_id, current_seq_range_.first,
+               current_seq_range_.second, current_offset_, *result);
     finish_current(std::move(result));
     maybe_snapshot();
     pump();
@@ -441,7 +447,10 @@ private:
     busy_ = false;
     if (result) {
       ctx_->stats->commands_handled.fetch_add(1, std::memory_order_relaxed);
-      q.rp.deliver(reply_msg{std::move(*result)});
+      // A duplicate answers with the version its first attempt left; any other command
+      // with the current one.
+      auto version = current_offset_ != 0 ? current_seq_range_.second : seq_;
+      q.rp.deliver(reply_msg{std::move(*result), version, current_offset_});
     } else {
       ctx_->stats->commands_failed.fetch_add(1, std::memory_order_relaxed);
       q.rp.deliver(std::move(result.error()));
@@ -459,15 +468,17 @@ private:
     read_tail(phase::reloading);
   }
 
-  void remember(const std::string& command_id, std::uint64_t seq, std::optional<std::any> reply) {
+  void remember(const std::string& command_id, std::uint64_t first_seq, std::uint64_t last_seq,
+                std::uint64_t offset, std::optional<std::any> reply) {
     if (command_id.empty() || ctx_->options.dedupe_window == 0)
       return;
     if (!seen_)
       seen_ = std::make_unique<dedupe>();
-    auto [i, added] =
-      seen_->entries.try_emplace(command_id, dedupe_entry{seq, seq, std::move(reply)});
+    auto [i, added] = seen_->entries.try_emplace(
+      command_id, dedupe_entry{first_seq, last_seq, offset, std::move(reply)});
     if (!added) {
-      i->second.last_seq = seq;
+      i->second.last_seq = last_seq;
+      i->second.last_offset = offset;
       return;
     }
     seen_->order.push_back(command_id);
@@ -571,6 +582,7 @@ private:
   std::unique_ptr<run_base> run_;
   pending_persist* op_ = nullptr;
   std::pair<std::uint64_t, std::uint64_t> current_seq_range_{0, 0};
+  std::uint64_t current_offset_ = 0; // of the last event the current command persisted
   std::uint64_t token_ = 0;
   std::uint64_t awaited_ = 0;
   std::chrono::steady_clock::time_point deadline_;

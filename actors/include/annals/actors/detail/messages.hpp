@@ -48,6 +48,12 @@ struct envelope {
 /// The value of a successful reply; errors travel as `caf::error`.
 struct reply_msg {
   std::any value;
+  /// The aggregate's version (sequence number of its last event) after the command; for a
+  /// de-duplicated retry, the version right after the first attempt's events.
+  std::uint64_t version = 0;
+  /// The global offset of the last event the command persisted, or 0 if it persisted
+  /// none. A de-duplicated retry carries the offset of the first attempt's last event.
+  std::uint64_t offset = 0;
 };
 
 struct append_done {
