@@ -10,11 +10,13 @@
 #include <caf/error.hpp>
 
 #include "annals/persistence/journal.hpp"
+#include "annals/persistence/sqlite_format.hpp"
 
 namespace annals::persistence::internal {
 
-/// Separates tags in the `tags` column; tags may therefore not contain it.
-inline constexpr char tag_separator = '\x1f';
+/// Tags may not contain the separator of the SQLite journal's `tags` column, whichever
+/// journal stores them, so that a log moves between journals unchanged.
+using sqlite_format::tag_separator;
 
 /// An empty error if `req` is well-formed, otherwise `journal_errc::invalid_request`, or
 /// `journal_errc::too_large` when its `encoded_size` exceeds `max_bytes` (0: no bound).
