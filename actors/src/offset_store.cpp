@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include "annals/actors/projection.hpp"
+#include "internal/offsets_table.hpp"
 
 namespace annals::actors {
 
@@ -52,19 +53,10 @@ sqlite_offset_store::open(sqlite_offset_store_options opts) {
       != SQLITE_OK)
     return st->fail("cannot open the offset store");
   sqlite3_busy_timeout(st->db, static_cast<int>(opts.busy_timeout.count()));
-  auto setup = std::string{"PRAGMA journal_mode=WAL; PRAGMA synchronous="}
-               + (opts.fsync_each_save ? "FULL" : "NORMAL")
-               + "; CREATE TABLE IF NOT EXISTS projection_offsets("
-                 "name TEXT PRIMARY KEY, \"offset\" INTEGER NOT NULL)";
-  if (sqlite3_exec(st->db, setup.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
+  if (!create_offsets_table(st->db, opts.fsync_each_save, opts.busy_timeout))
     return st->fail("cannot create table projection_offsets");
-  if (sqlite3_prepare_v2(st->db, "SELECT \"offset\" FROM projection_offsets WHERE name = ?1", -1,
-                         &st->select, nullptr)
-        != SQLITE_OK
-      || sqlite3_prepare_v2(st->db,
-                            "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) "
-                            "ON CONFLICT(name) DO UPDATE SET \"offset\" = excluded.\"offset\"",
-                            -1, &st->upsert, nullptr)
+  if (sqlite3_prepare_v2(st->db, internal::select_offset_sql, -1, &st->select, nullptr) != SQLITE_OK
+      || sqlite3_prepare_v2(st->db, internal::upsert_offset_sql, -1, &st->upsert, nullptr)
            != SQLITE_OK)
     return st->fail("cannot prepare the offset statements");
   return std::shared_ptr<sqlite_offset_store>{new sqlite_offset_store{std::move(st)}};

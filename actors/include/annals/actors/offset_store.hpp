@@ -30,6 +30,8 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+struct sqlite3;
+
 namespace annals::actors {
 
 /// Durable storage of projection offsets, keyed by projection name.
@@ -108,5 +110,22 @@ private:
 
   std::unique_ptr<impl> impl_;
 };
+
+/// Makes the SQLite connection `db` ready to keep projection offsets: WAL mode,
+/// `synchronous=FULL` if `fsync` (else `NORMAL`), and the table
+/// `projection_offsets(name TEXT PRIMARY KEY, "offset" INTEGER NOT NULL)` if missing. Every
+/// offset store and read-model file creates the table through this function.
+///
+/// Switching a new file to WAL mode needs an exclusive lock for which SQLite reports
+/// `SQLITE_BUSY` without calling the busy handler, so two connections opening one new file at
+/// once would fail here: this retries until `busy_timeout` has passed. Returns false on
+/// failure; `sqlite3_errmsg(db)` then says why.
+///
+/// ```cpp
+/// if (!annals::actors::create_offsets_table(db, false, std::chrono::seconds{10}))
+///   return fail(sqlite3_errmsg(db));
+/// ```
+[[nodiscard]] bool create_offsets_table(sqlite3* db, bool fsync,
+                                        std::chrono::milliseconds busy_timeout);
 
 } // namespace annals::actors

@@ -1,0 +1,29 @@
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include <sqlite3.h>
+
+#include "annals/actors/offset_store.hpp"
+
+namespace annals::actors {
+
+bool create_offsets_table(sqlite3* db, bool fsync, std::chrono::milliseconds busy_timeout) {
+  auto setup = std::string{"PRAGMA journal_mode=WAL; PRAGMA synchronous="}
+               + (fsync ? "FULL" : "NORMAL")
+               + "; CREATE TABLE IF NOT EXISTS projection_offsets("
+                 "name TEXT PRIMARY KEY, \"offset\" INTEGER NOT NULL)";
+  // Switching a new file to WAL needs an exclusive lock, and SQLite reports BUSY for it
+  // without calling the busy handler: two connections opening one new file at once meet
+  // here, so this retries until the busy timeout has passed.
+  auto deadline = std::chrono::steady_clock::now() + busy_timeout;
+  while (sqlite3_exec(db, setup.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+    auto rc = sqlite3_errcode(db) & 0xff;
+    if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || std::chrono::steady_clock::now() > deadline)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  }
+  return true;
+}
+
+} // namespace annals::actors

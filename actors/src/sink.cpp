@@ -1,0 +1,27 @@
+#include "internal/sink.hpp"
+
+#include <exception>
+
+#include "annals/actors/projection.hpp"
+
+namespace annals::actors::internal {
+
+std::string current_exception_text() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
+
+caf::error handler_error(const std::string& name, const persistence::event_record& rec,
+                         const std::string& what) {
+  return make_error(projection_errc::handler_failed,
+                    "projection '" + name + "' stopped at offset " + std::to_string(rec.offset)
+                      + " (" + rec.persistence_id + " seq " + std::to_string(rec.seq) + ", "
+                      + rec.name + "): " + what);
+}
+
+} // namespace annals::actors::internal
