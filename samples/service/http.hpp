@@ -1,7 +1,7 @@
 #pragma once
 
 // A small HTTP/1.1 server layer: it parses requests, hands them to one handler and writes
-// the handler's responses back. Boost.Beast and Boost.Asio stay inside http.cpp, so this
+// the handler's responses back. Boost.Beast and Boost.Asio stay inside http/, so this
 // header is cheap to include.
 
 #include <chrono>

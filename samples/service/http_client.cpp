@@ -18,6 +18,8 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include "service/http/wire.hpp"
+
 namespace service::http {
 
 namespace {
@@ -70,14 +72,6 @@ std::string describe(error_code ec) {
   if (ec == beast::error::timeout)
     return "timed out";
   return ec.message();
-}
-
-std::string to_lower(std::string_view in) {
-  std::string out(in);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) {
-    return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-  });
-  return out;
 }
 
 bool valid_field(const std::pair<std::string, std::string>& field) {
@@ -187,13 +181,7 @@ struct client::impl {
     client_response res;
     res.status = msg.result_int();
     res.body = std::move(msg.body());
-    for (const auto& field : msg) {
-      auto [it, inserted] = res.headers.emplace(to_lower(field.name_string()), field.value());
-      if (!inserted) {
-        it->second += ", ";
-        it->second.append(field.value().data(), field.value().size());
-      }
-    }
+    wire::collect_fields(msg, res.headers);
     if (!msg.keep_alive())
       drop();
     out.response = std::move(res);

@@ -1,7 +1,5 @@
 #include "service/http.hpp"
 
-#include "annals/utf8.hpp"
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -25,14 +23,10 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/error.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <boost/json/object.hpp>
-#include <boost/json/serialize.hpp>
+
+#include "service/http/wire.hpp"
 
 namespace service::http {
 
@@ -43,9 +37,10 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
+using wire::refusal;
+using wire::request_parser;
+using wire::wire_response;
 
-/// The largest request header block (request line and fields).
-constexpr std::uint32_t header_limit = 16 * 1024;
 /// After a response that closes the connection the server stops sending and reads (and
 /// discards) what the peer still sends, so that the peer sees the response instead of a
 /// reset; this bounds that phase in time and bytes.
@@ -53,261 +48,6 @@ constexpr std::chrono::seconds linger_time{2};
 constexpr std::size_t linger_limit = 1024 * 1024;
 /// The pause before accepting again after running out of descriptors or memory.
 constexpr std::chrono::milliseconds accept_retry_delay{100};
-
-// -- target parsing ------------------------------------------------------------------------
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-/// Decodes %XX escapes (and '+' as a space when `plus_is_space`); nullopt for a truncated or
-/// non-hex escape.
-std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space) {
-  std::string out;
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c == '%') {
-      if (i + 2 >= in.size())
-        return std::nullopt;
-      int hi = hex_digit(in[i + 1]);
-      int lo = hex_digit(in[i + 2]);
-      if (hi < 0 || lo < 0)
-        return std::nullopt;
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else if (c == '+' && plus_is_space) {
-      out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
-/// Fills path, segments and query of `out` from a request target in origin form
-/// ("/a/b?x=1"), absolute form ("http://host/a/b?x=1") or asterisk form ("*"). Returns false
-/// for an unusable target.
-bool parse_target(std::string_view target, request& out) {
-  std::string_view rest = target;
-  if (rest == "*") {
-    out.path = "*";
-    return true;
-  }
-  if (rest.empty())
-    return false;
-  if (rest.front() != '/') {
-    auto scheme_end = rest.find("://");
-    if (scheme_end == std::string_view::npos || scheme_end == 0)
-      return false;
-    rest.remove_prefix(scheme_end + 3);
-    auto path_start = rest.find_first_of("/?#");
-    rest = path_start == std::string_view::npos ? std::string_view{} : rest.substr(path_start);
-  }
-  if (auto hash = rest.find('#'); hash != std::string_view::npos)
-    rest = rest.substr(0, hash);
-  std::string_view raw_path = rest;
-  std::string_view raw_query;
-  if (auto q = rest.find('?'); q != std::string_view::npos) {
-    raw_path = rest.substr(0, q);
-    raw_query = rest.substr(q + 1);
-  }
-  if (raw_path.empty())
-    raw_path = "/";
-  auto path = percent_decode(raw_path, false);
-  if (!path)
-    return false;
-  out.path = std::move(*path);
-  // Segments are decoded one by one so that an encoded '/' stays inside its segment.
-  while (!raw_path.empty()) {
-    auto slash = raw_path.find('/');
-    auto raw_segment = raw_path.substr(0, slash);
-    raw_path = slash == std::string_view::npos ? std::string_view{} : raw_path.substr(slash + 1);
-    if (raw_segment.empty())
-      continue;
-    auto segment = percent_decode(raw_segment, false);
-    if (!segment)
-      return false;
-    out.segments.push_back(std::move(*segment));
-  }
-  while (!raw_query.empty()) {
-    auto amp = raw_query.find('&');
-    auto pair = raw_query.substr(0, amp);
-    raw_query = amp == std::string_view::npos ? std::string_view{} : raw_query.substr(amp + 1);
-    if (pair.empty())
-      continue;
-    auto eq = pair.find('=');
-    auto name = percent_decode(pair.substr(0, eq), true);
-    auto value = eq == std::string_view::npos ? std::optional<std::string>{std::string{}}
-                                              : percent_decode(pair.substr(eq + 1), true);
-    if (!name || !value)
-      return false;
-    if (name->empty())
-      continue;
-    out.query[std::move(*name)] = std::move(*value);
-  }
-  return true;
-}
-
-std::string to_lower(std::string_view in) {
-  std::string out(in);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) {
-    return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-  });
-  return out;
-}
-
-// -- request reading -----------------------------------------------------------------------
-
-using request_parser = bhttp::request_parser<bhttp::string_body>;
-
-/// Sets the limits every request is read with.
-void apply_limits(request_parser& parser, std::size_t body_limit) {
-  parser.body_limit(body_limit);
-  parser.header_limit(header_limit);
-}
-
-/// Fills `out` from a parsed message; false for an unusable request target.
-bool to_request(bhttp::request<bhttp::string_body>& msg, request& out) {
-  if (!parse_target(msg.target(), out))
-    return false;
-  out.method = std::string(msg.method_string());
-  out.target = std::string(msg.target());
-  for (const auto& field : msg) {
-    auto [it, inserted] = out.headers.emplace(to_lower(field.name_string()), field.value());
-    if (!inserted) {
-      it->second += ", ";
-      it->second.append(field.value().data(), field.value().size());
-    }
-  }
-  out.body = std::move(msg.body());
-  return true;
-}
-
-/// Why a request is refused before it reaches the handler.
-struct refusal {
-  unsigned status;
-  std::string_view code;
-  std::string message;
-};
-
-/// The refusal for a read that failed with `ec`, or nullopt when the peer closed, reset or
-/// timed out (nothing to answer).
-std::optional<refusal> refusal_for(error_code ec, std::size_t body_limit) {
-  if (ec == bhttp::error::body_limit)
-    return refusal{413, "payload_too_large",
-                   "the request body exceeds " + std::to_string(body_limit) + " bytes"};
-  if (ec == bhttp::error::header_limit)
-    return refusal{431, "headers_too_large", "the request header exceeds the limit"};
-  static const auto& http_category = bhttp::make_error_code(bhttp::error::bad_method).category();
-  if (ec.category() == http_category && ec != bhttp::error::end_of_stream
-      && ec != bhttp::error::partial_message)
-    return refusal{400, "bad_request", "malformed request: " + ec.message()};
-  return std::nullopt;
-}
-
-const refusal bad_target{400, "bad_request", "malformed request target"};
-
-// -- response building ---------------------------------------------------------------------
-
-/// `s` with every byte that is not part of a well-formed UTF-8 sequence replaced by U+FFFD:
-/// text from a request (a path, a header) may hold any bytes, a JSON string may not.
-std::string valid_utf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  while (!s.empty()) {
-    auto n = annals::utf8_sequence(s);
-    if (n == 0) {
-      out += "\xEF\xBF\xBD";
-      n = 1;
-    } else {
-      out.append(s.data(), n);
-    }
-    s.remove_prefix(n);
-  }
-  return out;
-}
-
-bool is_token_char(unsigned char c) {
-  if (c >= '0' && c <= '9')
-    return true;
-  if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
-    return true;
-  return std::string_view{"!#$%&'*+-.^_`|~"}.find(static_cast<char>(c)) != std::string_view::npos;
-}
-
-bool valid_field_name(std::string_view name) {
-  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
-    return is_token_char(static_cast<unsigned char>(c));
-  });
-}
-
-bool valid_field_value(std::string_view value) {
-  return value.find_first_of(std::string_view{"\r\n\0", 3}) == std::string_view::npos;
-}
-
-bool valid_response(const response& r) {
-  if (r.status < 200 || r.status > 599 || !valid_field_value(r.content_type))
-    return false;
-  return std::all_of(r.headers.begin(), r.headers.end(), [](const auto& field) {
-    return valid_field_name(field.first) && valid_field_value(field.second);
-  });
-}
-
-bool has_close_token(std::string_view value) {
-  // Connection is a comma-separated list of tokens.
-  while (!value.empty()) {
-    auto comma = value.find(',');
-    auto token = value.substr(0, comma);
-    value = comma == std::string_view::npos ? std::string_view{} : value.substr(comma + 1);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
-      token.remove_prefix(1);
-    while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
-      token.remove_suffix(1);
-    if (beast::iequals(token, "close"))
-      return true;
-  }
-  return false;
-}
-
-using wire_response = bhttp::response<bhttp::string_body>;
-
-/// Turns `r` into a message. `close` is set when the handler asked for "Connection: close";
-/// Content-Length, Transfer-Encoding and Connection are always the server's own.
-wire_response to_wire(response r, unsigned version, bool head, bool& close) {
-  if (!valid_response(r))
-    r = json_error(500, "internal_error", "the request handler produced an invalid response");
-  wire_response m;
-  m.version(version);
-  m.result(r.status);
-  for (auto& [name, value] : r.headers) {
-    if (beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding"))
-      continue;
-    if (beast::iequals(name, "connection")) {
-      close = close || has_close_token(value);
-      continue;
-    }
-    m.insert(name, value);
-  }
-  if (!r.content_type.empty())
-    m.set(bhttp::field::content_type, r.content_type);
-  if (r.status != 204 && r.status != 304) {
-    m.content_length(r.body.size());
-    if (!head)
-      m.body() = std::move(r.body);
-  }
-  if (close)
-    m.set(bhttp::field::connection, "close");
-  else
-    m.keep_alive(true);
-  return m;
-}
 
 // -- server state --------------------------------------------------------------------------
 
@@ -448,7 +188,7 @@ private:
     if (closed_)
       return;
     parser_.emplace();
-    apply_limits(*parser_, core_.options.body_limit);
+    wire::apply_limits(*parser_, core_.options.body_limit);
     header_seen_ = false;
     stream_.expires_after(core_.options.idle_timeout);
     read_some();
@@ -488,7 +228,7 @@ private:
 
   void on_read_error(error_code ec) {
     parser_.reset();
-    if (auto refused = refusal_for(ec, core_.options.body_limit))
+    if (auto refused = wire::refusal_for(ec, core_.options.body_limit))
       return reject(*refused);
     // The peer closed, reset or timed out.
     close_now();
@@ -498,8 +238,8 @@ private:
     auto msg = parser_->release();
     parser_.reset();
     request r;
-    if (!to_request(msg, r))
-      return reject(bad_target);
+    if (!wire::to_request(msg, r))
+      return reject(wire::bad_target());
     version_ = msg.version();
     keep_alive_ = msg.keep_alive();
     head_ = msg.method() == bhttp::verb::head;
@@ -517,7 +257,8 @@ private:
   /// Answers a request the handler never saw and closes the connection afterwards.
   void reject(const refusal& why) {
     bool close = true;
-    send(to_wire(json_error(why.status, why.code, why.message), 11, false, close), true, false);
+    send(wire::to_wire(json_error(why.status, why.code, why.message), 11, false, close), true,
+         false);
   }
 
   void write_reply(response r) {
@@ -526,7 +267,7 @@ private:
     if (closed_ || core_.stopping)
       return finish_request();
     bool close = !keep_alive_;
-    auto msg = to_wire(std::move(r), version_, head_, close);
+    auto msg = wire::to_wire(std::move(r), version_, head_, close);
     send(std::move(msg), close, true);
   }
 
@@ -672,58 +413,6 @@ void core::on_accept(error_code ec, tcp::socket socket) {
 }
 
 } // namespace
-
-// -- public API ----------------------------------------------------------------------------
-
-std::string request::header(std::string_view lower_name) const {
-  auto it = headers.find(std::string(lower_name));
-  return it == headers.end() ? std::string{} : it->second;
-}
-
-response json_error(unsigned status, std::string_view code, std::string_view message) {
-  boost::json::object body;
-  body["error"] = valid_utf8(code);
-  body["message"] = valid_utf8(message);
-  response r;
-  r.status = status;
-  r.body = boost::json::serialize(body) + "\n"; // a line, as every JSON body the service sends
-  return r;
-}
-
-result<request> parse_request(std::string_view raw, std::size_t body_limit, std::size_t* used) {
-  auto refused = [](const refusal& why) {
-    return result<request>::failure(std::to_string(why.status) + " " + std::string{why.code} + ": "
-                                    + why.message);
-  };
-  request_parser parser;
-  apply_limits(parser, body_limit);
-  asio::const_buffer rest{raw.data(), raw.size()};
-  error_code ec;
-  while (!parser.is_done()) {
-    auto n = parser.put(rest, ec);
-    rest += n;
-    if (ec == bhttp::error::need_more)
-      ec = {};
-    if (!ec && n == 0) {
-      // The parser cannot go on with what is left: the bytes end here.
-      parser.put_eof(ec);
-      if (!ec && !parser.is_done())
-        ec = bhttp::error::partial_message;
-    }
-    if (ec) {
-      if (auto why = refusal_for(ec, body_limit))
-        return refused(*why);
-      return result<request>::failure("the request ends before it is complete: " + ec.message());
-    }
-  }
-  auto msg = parser.release();
-  request r;
-  if (!to_request(msg, r))
-    return refused(bad_target);
-  if (used != nullptr)
-    *used = raw.size() - rest.size();
-  return r;
-}
 
 struct server::impl {
   std::shared_ptr<core> state;

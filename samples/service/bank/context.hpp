@@ -1,0 +1,101 @@
+#pragma once
+
+// What the bank service's routes share: the journal, the host, the projections, the read
+// models, the query workers, and the helpers that send a command or run a query for a
+// request.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <caf/actor_system.hpp>
+
+#include "account/owner_index.hpp"
+#include "annals/actors/host.hpp"
+#include "annals/actors/projection.hpp"
+#include "annals/persistence/sqlite_journal.hpp"
+#include "match/projections.hpp"
+#include "service/bank/errors.hpp"
+#include "service/bank/json_views.hpp"
+#include "service/bank/read_models.hpp"
+#include "service/bank/router.hpp"
+#include "service/bank/worker_pool.hpp"
+#include "service/bank_service.hpp"
+#include "service/http.hpp"
+
+namespace service {
+
+/// The running service's parts. `bank_service` builds it, fills `routes` and tears it down.
+struct bank_context {
+  bank_context(caf::actor_system& s, bank_options o) : sys(s), opts(std::move(o)) {}
+
+  caf::actor_system& sys;
+  bank_options opts;
+  std::shared_ptr<annals::persistence::sqlite_journal> journal;
+  std::unique_ptr<annals::actors::host> host;
+  std::shared_ptr<bank::owner_index> owners = std::make_shared<bank::owner_index>();
+  std::shared_ptr<match::scoreboard_projection> board =
+    std::make_shared<match::scoreboard_projection>();
+  std::shared_ptr<match::top_scorers_projection> scorers =
+    std::make_shared<match::top_scorers_projection>();
+  /// balances, statement, owners, scoreboard, scorers
+  std::vector<annals::actors::projection> projections;
+  read_models models;
+  std::unique_ptr<worker_pool> workers;
+  router routes;
+
+  /// The projection called `name`; it must exist.
+  annals::actors::projection& projection_named(std::string_view name);
+
+  /// Counts a response by status, for the metrics.
+  void count(unsigned status);
+
+  /// The responses counted so far, by status.
+  std::map<unsigned, std::uint64_t> responses_by_status() const;
+
+  /// The command options of `req`: its Idempotency-Key header as the command id; 400
+  /// "invalid_idempotency_key" for a key the host refuses.
+  annals::actors::command_options command_opts(const http::request& req) const;
+
+  /// Sends `cmd` to aggregate `id` of type `A` and answers with `status` and
+  /// `to_json(reply)`, or the error reply's JSON error.
+  template <class A, class C, class F>
+  void command(const http::request& req, const std::string& id, C cmd, unsigned status, F to_json,
+               http::responder& respond) {
+    using R = annals::reply_t<A, C>;
+    host->ask_async<A>(
+      id, std::move(cmd), opts.command_timeout,
+      [respond, status, to_json](caf::expected<R> r) mutable {
+        if (r)
+          respond(json_response(status, to_json(*r)));
+        else
+          respond(error_response(r.error()));
+      },
+      command_opts(req));
+  }
+
+  /// Runs `job` on a query worker and answers with what it returns; an `api_error` it throws
+  /// becomes the response, any other exception a 500 "internal_error".
+  void on_worker(http::responder& respond, std::function<http::response()> job);
+
+  /// The journal's head offset; 503 "journal_unavailable" when the journal does not answer.
+  std::uint64_t head_offset();
+
+  /// With `?fresh=1`: waits until projection `name` has caught up with the journal's head
+  /// as it was when the request arrived (read your own writes); 503 "read_model_behind"
+  /// when it does not within `opts.fresh_timeout`.
+  void maybe_fresh(const http::request& req, std::string_view name);
+
+private:
+  mutable std::mutex status_mtx_;
+  std::map<unsigned, std::uint64_t> responses_by_status_;
+};
+
+} // namespace service
