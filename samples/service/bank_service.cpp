@@ -20,8 +20,12 @@ struct bank_service::impl {
 
   impl(caf::actor_system& s, bank_options o) : ctx(s, std::move(o)) {}
 
+  // Every connection to the database file closes here. The last connection to close merges
+  // the WAL into the file, which a read-only connection cannot do: the queries' connection
+  // closes first and the journal's writer last, so that the file alone holds the journal.
   ~impl() {
     ctx.workers.reset(); // no query runs against what follows
+    ctx.models.close();
     for (auto& p : ctx.projections)
       p.stop();
     ctx.host.reset();
