@@ -32,7 +32,15 @@ std::vector<std::uint64_t> iota(std::uint64_t first, std::uint64_t last) {
 #define JOURNAL_CONTRACT(description)                                                              \
   TEMPLATE_TEST_CASE(description, "[journal][contract]", memory_backend, sqlite_backend)
 
-JOURNAL_CONTRACT("a journal stores every field of an event and replays a stream in seq order") {
+// The read cases: they write through `backend.open()` and read through
+// `backend.reader(j)`, which is the same journal except for a read-only SQLite journal
+// opened on the file the writer fills.
+#define JOURNAL_READ_CONTRACT(description)                                                         \
+  TEMPLATE_TEST_CASE(description, "[journal][contract]", memory_backend, sqlite_backend,           \
+                     sqlite_readonly_backend)
+
+JOURNAL_READ_CONTRACT(
+  "a journal stores every field of an event and replays a stream in seq order") {
   TestType backend;
   auto j = backend.open();
   auto first = append(*j, "acc-1", 0,
@@ -49,7 +57,8 @@ JOURNAL_CONTRACT("a journal stores every field of an event and replays a stream 
   REQUIRE(second);
   CHECK(second->first_seq == 3);
   CHECK(second->first_offset == 3);
-  auto records = read_stream(*j, "acc-1");
+  auto reader = backend.reader(j);
+  auto records = read_stream(*reader, "acc-1");
   REQUIRE(records);
   REQUIRE(records->size() == 3);
   const auto& r = *records;
@@ -70,18 +79,20 @@ JOURNAL_CONTRACT("a journal stores every field of an event and replays a stream 
   CHECK(r[2].name == "bank.withdrawn");
   CHECK(r[2].tags.empty());
   CHECK(r[2].metadata == event_metadata{});
-  CHECK(highest_seq(*j, "acc-1") == std::uint64_t{3});
+  CHECK(highest_seq(*reader, "acc-1") == std::uint64_t{3});
 }
 
-JOURNAL_CONTRACT("an unknown stream has highest seq 0 and an empty journal has head offset 0") {
+JOURNAL_READ_CONTRACT(
+  "an unknown stream has highest seq 0 and an empty journal has head offset 0") {
   TestType backend;
   auto j = backend.open();
-  CHECK(highest_seq(*j, "nobody") == std::uint64_t{0});
-  CHECK(head_offset(*j) == std::uint64_t{0});
-  auto none = read_stream(*j, "nobody");
+  auto reader = backend.reader(j);
+  CHECK(highest_seq(*reader, "nobody") == std::uint64_t{0});
+  CHECK(head_offset(*reader) == std::uint64_t{0});
+  auto none = read_stream(*reader, "nobody");
   REQUIRE(none);
   CHECK(none->empty());
-  auto all = read_all(*j);
+  auto all = read_all(*reader);
   REQUIRE(all);
   CHECK(all->empty());
 }
@@ -161,7 +172,7 @@ JOURNAL_CONTRACT("an append over max_append_bytes is refused as too_large, namin
   CHECK(head_offset(*j) == std::uint64_t{1});
 }
 
-JOURNAL_CONTRACT("global offsets start at 1 and are gapless and increasing across streams") {
+JOURNAL_READ_CONTRACT("global offsets start at 1 and are gapless and increasing across streams") {
   TestType backend;
   auto j = backend.open();
   std::uint64_t expected_offset = 1;
@@ -178,14 +189,15 @@ JOURNAL_CONTRACT("global offsets start at 1 and are gapless and increasing acros
       REQUIRE_FALSE(append(*j, pid, 999, {ev("lost")}));
     }
   }
-  auto all = read_all(*j);
+  auto reader = backend.reader(j);
+  auto all = read_all(*reader);
   REQUIRE(all);
   CHECK(offsets_of(*all) == iota(1, expected_offset - 1));
-  CHECK(head_offset(*j) == expected_offset - 1);
+  CHECK(head_offset(*reader) == expected_offset - 1);
 }
 
-JOURNAL_CONTRACT("reads return at most max records and a reader that resumes from the next "
-                 "offset or seq sees every record exactly once") {
+JOURNAL_READ_CONTRACT("reads return at most max records and a reader that resumes from the next "
+                      "offset or seq sees every record exactly once") {
   TestType backend;
   auto j = backend.open();
   for (int i = 0; i < 30; ++i) {
@@ -195,10 +207,11 @@ JOURNAL_CONTRACT("reads return at most max records and a reader that resumes fro
       tags.push_back("even");
     REQUIRE(append(*j, pid, *highest_seq(*j, pid), {ev("e", "{}", tags)}));
   }
+  auto reader = backend.reader(j);
   std::vector<event_record> paged;
   std::uint64_t from = 1;
   for (;;) {
-    auto page = read_all(*j, from, 4);
+    auto page = read_all(*reader, from, 4);
     REQUIRE(page);
     REQUIRE(page->size() <= 4);
     if (page->empty())
@@ -206,13 +219,13 @@ JOURNAL_CONTRACT("reads return at most max records and a reader that resumes fro
     from = page->back().offset + 1;
     paged.insert(paged.end(), page->begin(), page->end());
   }
-  CHECK(paged == *read_all(*j));
+  CHECK(paged == *read_all(*reader));
   CHECK(paged.size() == 30);
 
   std::vector<event_record> stream;
   std::uint64_t seq = 1;
   for (;;) {
-    auto page = read_stream(*j, "p1", seq, UINT64_MAX, 3);
+    auto page = read_stream(*reader, "p1", seq, UINT64_MAX, 3);
     REQUIRE(page);
     REQUIRE(page->size() <= 3);
     if (page->empty())
@@ -220,13 +233,13 @@ JOURNAL_CONTRACT("reads return at most max records and a reader that resumes fro
     seq = page->back().seq + 1;
     stream.insert(stream.end(), page->begin(), page->end());
   }
-  CHECK(stream == *read_stream(*j, "p1"));
+  CHECK(stream == *read_stream(*reader, "p1"));
   CHECK(stream.size() == 10);
 
   std::vector<event_record> tagged;
   from = 1;
   for (;;) {
-    auto page = read_tagged(*j, "even", from, 4);
+    auto page = read_tagged(*reader, "even", from, 4);
     REQUIRE(page);
     REQUIRE(page->size() <= 4);
     if (page->empty())
@@ -234,59 +247,62 @@ JOURNAL_CONTRACT("reads return at most max records and a reader that resumes fro
     from = page->back().offset + 1;
     tagged.insert(tagged.end(), page->begin(), page->end());
   }
-  CHECK(tagged == *read_tagged(*j, "even"));
+  CHECK(tagged == *read_tagged(*reader, "even"));
   CHECK(tagged.size() == 15);
-  auto zero = read_all(*j, 1, 0);
+  auto zero = read_all(*reader, 1, 0);
   REQUIRE(zero);
   CHECK(zero->empty());
 }
 
-JOURNAL_CONTRACT("read_stream returns exactly the events with from_seq <= seq <= to_seq") {
+JOURNAL_READ_CONTRACT("read_stream returns exactly the events with from_seq <= seq <= to_seq") {
   TestType backend;
   auto j = backend.open();
   REQUIRE(append(*j, "s", 0, {ev("1"), ev("2"), ev("3"), ev("4"), ev("5")}));
   REQUIRE(append(*j, "other", 0, {ev("x")}));
-  auto mid = read_stream(*j, "s", 2, 4);
+  auto reader = backend.reader(j);
+  auto mid = read_stream(*reader, "s", 2, 4);
   REQUIRE(mid);
   REQUIRE(mid->size() == 3);
   CHECK(mid->front().seq == 2);
   CHECK(mid->back().seq == 4);
-  auto from_zero = read_stream(*j, "s", 0, 1);
+  auto from_zero = read_stream(*reader, "s", 0, 1);
   REQUIRE(from_zero);
   REQUIRE(from_zero->size() == 1);
   CHECK(from_zero->front().name == "1");
-  auto past_end = read_stream(*j, "s", 6);
+  auto past_end = read_stream(*reader, "s", 6);
   REQUIRE(past_end);
   CHECK(past_end->empty());
 }
 
-JOURNAL_CONTRACT("read_tagged returns exactly the events carrying the tag, in offset order") {
+JOURNAL_READ_CONTRACT("read_tagged returns exactly the events carrying the tag, in offset order") {
   TestType backend;
   auto j = backend.open();
   REQUIRE(append(*j, "a", 0, {ev("1", "{}", {"red"}), ev("2", "{}", {"blue"})}));
   REQUIRE(append(*j, "b", 0, {ev("3", "{}", {"blue", "red"})}));
   REQUIRE(append(*j, "a", 2, {ev("4")}));
   REQUIRE(append(*j, "c", 0, {ev("5", "{}", {"red"})}));
-  auto red = read_tagged(*j, "red");
+  auto reader = backend.reader(j);
+  auto red = read_tagged(*reader, "red");
   REQUIRE(red);
   CHECK(offsets_of(*red) == std::vector<std::uint64_t>{1, 3, 5});
-  auto blue = read_tagged(*j, "blue", 3);
+  auto blue = read_tagged(*reader, "blue", 3);
   REQUIRE(blue);
   CHECK(offsets_of(*blue) == std::vector<std::uint64_t>{3});
-  auto none = read_tagged(*j, "green");
+  auto none = read_tagged(*reader, "green");
   REQUIRE(none);
   CHECK(none->empty());
 }
 
-JOURNAL_CONTRACT("persistence_ids lists the ids after a given one, sorted and paged") {
+JOURNAL_READ_CONTRACT("persistence_ids lists the ids after a given one, sorted and paged") {
   TestType backend;
   auto j = backend.open();
   for (std::string pid : {"m", "c", "x", "a", "q"})
     REQUIRE(append(*j, pid, 0, {ev("e"), ev("f")}));
-  CHECK(persistence_ids(*j, "", 100) == std::vector<std::string>{"a", "c", "m", "q", "x"});
-  CHECK(persistence_ids(*j, "", 2) == std::vector<std::string>{"a", "c"});
-  CHECK(persistence_ids(*j, "c", 2) == std::vector<std::string>{"m", "q"});
-  CHECK(persistence_ids(*j, "x", 2) == std::vector<std::string>{});
+  auto reader = backend.reader(j);
+  CHECK(persistence_ids(*reader, "", 100) == std::vector<std::string>{"a", "c", "m", "q", "x"});
+  CHECK(persistence_ids(*reader, "", 2) == std::vector<std::string>{"a", "c"});
+  CHECK(persistence_ids(*reader, "c", 2) == std::vector<std::string>{"m", "q"});
+  CHECK(persistence_ids(*reader, "x", 2) == std::vector<std::string>{});
 }
 
 JOURNAL_CONTRACT("concurrent appenders to many streams all succeed with gapless offsets and "

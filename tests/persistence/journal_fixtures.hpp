@@ -159,6 +159,10 @@ struct memory_backend {
   journal_ptr open() {
     return instance;
   }
+  /// The journal the read cases read `j` through: `j` itself.
+  journal_ptr reader(journal_ptr& j) {
+    return j;
+  }
   journal_ptr reopen(journal_ptr& j) {
     j.reset();
     return instance;
@@ -180,6 +184,9 @@ struct sqlite_backend {
       FAIL(render(res.error()));
     return *res;
   }
+  journal_ptr reader(journal_ptr& j) {
+    return j;
+  }
   journal_ptr reopen(journal_ptr& j) {
     std::static_pointer_cast<sqlite_journal>(j)->close();
     j.reset();
@@ -189,6 +196,20 @@ struct sqlite_backend {
     std::static_pointer_cast<sqlite_journal>(j)->close();
     j = open(keep);
     return std::static_pointer_cast<sqlite_journal>(j)->snapshots();
+  }
+};
+
+/// Read-case fixture for `sqlite_journal` opened read-only: the cases write through a
+/// writer on a fresh file and read through a second, read-only journal opened on the same
+/// file while the writer still has it open (as the operator tool reads a running service's
+/// journal).
+struct sqlite_readonly_backend : sqlite_backend {
+  journal_ptr reader(journal_ptr&) {
+    auto res = sqlite_journal::open_read_only(dir.file("journal.db"));
+    if (!res)
+      FAIL(render(res.error()));
+    REQUIRE((*res)->read_only());
+    return *res;
   }
 };
 

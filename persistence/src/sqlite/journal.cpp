@@ -40,66 +40,127 @@ void sqlite_journal::impl::close() {
   }
 }
 
+namespace {
+
+// The writer's connection, configured, with the schema created or upgraded.
+caf::expected<std::unique_ptr<writer_state>> open_writer(const sqlite_options& opts,
+                                                         sqlite_journal_info& info) {
+  const auto& path = opts.path;
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && std::filesystem::file_size(path, ec) > 0)
+    if (auto err = check_existing_file(path, opts.busy_timeout))
+      return err;
+  auto w = std::make_unique<writer_state>();
+  w->path = path;
+  w->keep_snapshots = opts.keep_snapshots;
+  w->seq_cache_entries = std::max<std::size_t>(opts.seq_cache_entries, 1);
+  auto conn = open_connection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, opts.busy_timeout);
+  if (!conn)
+    return std::move(conn.error());
+  w->conn = std::move(*conn);
+  if (auto err = configure_writer(*w, opts, info))
+    return err;
+  if (auto err = ensure_schema(w->conn.db, path, info))
+    return err;
+  if (auto err = prepare_writer(*w))
+    return err;
+  return w;
+}
+
+// Opens a reader's connection; the first reader of a read-only journal also checks that
+// the file is a journal and reads back its settings into `info`.
+caf::expected<std::unique_ptr<reader_state>> open_reader(const sqlite_options& opts, bool first,
+                                                         sqlite_journal_info& info) {
+  const auto& path = opts.path;
+  auto r = std::make_unique<reader_state>();
+  r->path = path;
+  auto conn = open_connection(path, opts.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE,
+                              opts.busy_timeout);
+  if (!conn)
+    return std::move(conn.error());
+  r->conn = std::move(*conn);
+  if (opts.read_only && first) {
+    auto version = check_readable(r->conn.db, path);
+    if (!version)
+      return std::move(version.error());
+    info.schema_version = *version;
+    auto mode = query_text(r->conn.db, "PRAGMA journal_mode", path);
+    if (!mode)
+      return std::move(mode.error());
+    info.journal_mode = *mode;
+    auto level = query_int(r->conn.db, "PRAGMA synchronous", path);
+    if (!level)
+      return std::move(level.error());
+    info.synchronous = static_cast<int>(*level);
+  }
+  for (const char* sql :
+       {"PRAGMA query_only = 1", "PRAGMA cache_size = -32768", "PRAGMA mmap_size = 268435456"})
+    if (auto err = exec(r->conn.db, sql, path))
+      return err;
+  if (auto err = prepare_reader(*r))
+    return err;
+  return r;
+}
+
+caf::error read_only_error(const std::string& path, const std::string& what) {
+  return make_error(journal_errc::read_only, path + " was opened read-only; " + what);
+}
+
+} // namespace
+
 caf::expected<std::shared_ptr<sqlite_journal>> sqlite_journal::open(sqlite_options opts) {
   if (opts.path.empty())
     return make_error(journal_errc::invalid_request, "sqlite_journal::open without a path");
   const auto& path = opts.path;
   std::error_code ec;
   auto exists = std::filesystem::exists(path, ec);
-  if (opts.must_exist && !exists)
+  if ((opts.must_exist || opts.read_only) && !exists)
     return make_error(journal_errc::storage_error, path + " does not exist");
-  if (exists && std::filesystem::file_size(path, ec) > 0)
-    if (auto err = check_existing_file(path, opts.busy_timeout))
+  if (opts.read_only) {
+    // Checked before SQLite sees the file, which would create -wal/-shm files beside
+    // a file of another kind.
+    if (std::filesystem::file_size(path, ec) == 0)
+      return make_error(journal_errc::not_a_journal, path + " is empty, not an annals journal");
+    if (auto err = check_header(path))
       return err;
+  }
   auto st = std::make_shared<impl>();
   st->opts = opts;
   st->info.path = path;
+  st->info.read_only = opts.read_only;
   st->opts.keep_snapshots = std::max<std::size_t>(st->opts.keep_snapshots, 1);
   st->opts.readers = std::max<std::size_t>(st->opts.readers, 1);
-  auto w = std::make_unique<writer_state>();
-  w->path = path;
-  w->keep_snapshots = st->opts.keep_snapshots;
-  w->seq_cache_entries = std::max<std::size_t>(st->opts.seq_cache_entries, 1);
-  auto conn = open_connection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, opts.busy_timeout);
-  if (!conn)
-    return std::move(conn.error());
-  w->conn = std::move(*conn);
-  if (auto err = configure_writer(*w, opts, st->info))
-    return err;
-  if (auto err = ensure_schema(w->conn.db, path, st->info))
-    return err;
-  if (auto err = prepare_writer(*w))
-    return err;
+  std::unique_ptr<writer_state> w;
+  if (opts.read_only) {
+    st->write_stop = true; // no writer thread takes writes
+  } else {
+    auto opened = open_writer(st->opts, st->info);
+    if (!opened)
+      return std::move(opened.error());
+    w = std::move(*opened);
+  }
   std::vector<std::unique_ptr<reader_state>> readers;
   for (std::size_t i = 0; i < st->opts.readers; ++i) {
-    auto r = std::make_unique<reader_state>();
-    r->path = path;
-    auto rconn = open_connection(path, SQLITE_OPEN_READWRITE, opts.busy_timeout);
-    if (!rconn)
-      return std::move(rconn.error());
-    r->conn = std::move(*rconn);
-    for (const char* sql :
-         {"PRAGMA query_only = 1", "PRAGMA cache_size = -32768", "PRAGMA mmap_size = 268435456"})
-      if (auto err = exec(r->conn.db, sql, path))
-        return err;
-    if (auto err = prepare_reader(*r))
-      return err;
-    readers.push_back(std::move(r));
+    auto r = open_reader(st->opts, i == 0, st->info);
+    if (!r)
+      return std::move(r.error());
+    readers.push_back(std::move(*r));
   }
   // The threads own their connections and keep the shared state alive until they end,
   // which lets `close` run on one of them.
   // The writer's connection closes last: the last connection to close merges the WAL into
   // the database file, and closes that overlap can each leave that to the other.
   st->live_readers = readers.size();
-  st->threads.emplace_back([st, ws = std::move(w)]() mutable {
-    pthread_setname_np(pthread_self(), "annals-writer");
-    st->writer_loop(*ws);
-    {
-      std::unique_lock lk{st->readers_mtx};
-      st->readers_cv.wait(lk, [&] { return st->live_readers == 0; });
-    }
-    ws.reset();
-  });
+  if (w)
+    st->threads.emplace_back([st, ws = std::move(w)]() mutable {
+      pthread_setname_np(pthread_self(), "annals-writer");
+      st->writer_loop(*ws);
+      {
+        std::unique_lock lk{st->readers_mtx};
+        st->readers_cv.wait(lk, [&] { return st->live_readers == 0; });
+      }
+      ws.reset();
+    });
   for (auto& r : readers)
     st->threads.emplace_back([st, rs = std::move(r)]() mutable {
       pthread_setname_np(pthread_self(), "annals-reader");
@@ -110,6 +171,19 @@ caf::expected<std::shared_ptr<sqlite_journal>> sqlite_journal::open(sqlite_optio
       st->readers_cv.notify_all();
     });
   return std::shared_ptr<sqlite_journal>(new sqlite_journal(std::move(st)));
+}
+
+caf::expected<std::shared_ptr<sqlite_journal>>
+sqlite_journal::open_read_only(std::string path, std::chrono::milliseconds busy_timeout) {
+  return open({.path = std::move(path), .read_only = true, .busy_timeout = busy_timeout});
+}
+
+bool sqlite_journal::read_only() const {
+  return impl_->opts.read_only;
+}
+
+caf::error sqlite_journal::impl::refuse_write(const std::string& what) const {
+  return read_only_error(opts.path, what);
 }
 
 sqlite_journal::sqlite_journal(std::shared_ptr<impl> ptr) : impl_(std::move(ptr)) {}
@@ -123,6 +197,11 @@ void sqlite_journal::close() {
 }
 
 void sqlite_journal::append(append_request req, callback<append_result> done) {
+  if (impl_->opts.read_only) {
+    impl_->failed_appends.fetch_add(1, std::memory_order_relaxed);
+    done(impl_->refuse_write("nothing was appended to persistence id " + req.persistence_id));
+    return;
+  }
   if (auto err = internal::validate(req, impl_->opts.max_append_bytes)) {
     impl_->failed_appends.fetch_add(1, std::memory_order_relaxed);
     done(std::move(err));
@@ -172,6 +251,10 @@ const sqlite_journal_info& sqlite_journal::info() const {
 }
 
 void sqlite_journal::set_max_page_count(std::uint64_t pages, callback<std::uint64_t> done) {
+  if (impl_->opts.read_only) {
+    done(impl_->refuse_write("it has no writer whose max_page_count could be set"));
+    return;
+  }
   auto run = [pages, done](writer_state& w) {
     auto sql = "PRAGMA max_page_count = " + std::to_string(pages);
     auto res = query_int(w.conn.db, sql.c_str(), w.path);

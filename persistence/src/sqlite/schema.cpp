@@ -63,7 +63,7 @@ caf::expected<bool> check_identity(sqlite3* db, const std::string& path) {
                       + std::to_string(*tables) + " schema objects)");
 }
 
-caf::error check_existing_file(const std::string& path, std::chrono::milliseconds busy_timeout) {
+caf::error check_header(const std::string& path) {
   auto header = read_header(path);
   if (!header.sqlite)
     return make_error(journal_errc::not_a_journal, path + " is not a SQLite database");
@@ -72,6 +72,12 @@ caf::error check_existing_file(const std::string& path, std::chrono::millisecond
     return make_error(journal_errc::not_a_journal,
                       path + " is a SQLite database of another application (application_id "
                         + hex(header.application_id) + ")");
+  return {};
+}
+
+caf::error check_existing_file(const std::string& path, std::chrono::milliseconds busy_timeout) {
+  if (auto err = check_header(path))
+    return err;
   // The header alone cannot tell an empty database from a foreign one, nor see a schema
   // version still in the WAL: ask SQLite, read-only.
   auto ro = open_connection(path, SQLITE_OPEN_READONLY, busy_timeout);
@@ -83,6 +89,22 @@ caf::error check_existing_file(const std::string& path, std::chrono::millisecond
   if (!verdict)
     return std::move(verdict.error());
   return {};
+}
+
+caf::expected<std::uint32_t> check_readable(sqlite3* db, const std::string& path) {
+  if (auto err = exec(db, "BEGIN", path))
+    return err;
+  auto empty = check_identity(db, path);
+  auto version = query_int(db, "PRAGMA user_version", path);
+  exec(db, "COMMIT", path);
+  if (!empty)
+    return std::move(empty.error());
+  if (*empty)
+    return make_error(journal_errc::not_a_journal,
+                      path + " is an empty SQLite database, not an annals journal");
+  if (!version)
+    return std::move(version.error());
+  return static_cast<std::uint32_t>(*version);
 }
 
 namespace {

@@ -33,10 +33,19 @@ std::string hex(std::uint32_t x);
 /// `not_a_journal` or `newer_schema`).
 caf::expected<bool> check_identity(sqlite3* db, const std::string& path);
 
-/// Checks a file that exists and is not empty without writing to it: its header, then
+/// Checks the header of a file that exists and is not empty, without SQLite: an empty
+/// error if it is a SQLite database with the annals application id or none.
+caf::error check_header(const std::string& path);
+
+/// Checks a file that exists and is not empty without writing to it: `check_header`, then
 /// `check_identity` on a read-only connection (a live journal's newest header may be in
 /// its WAL). An empty error if it is a journal or an empty database.
 caf::error check_existing_file(const std::string& path, std::chrono::milliseconds busy_timeout);
+
+/// On a read-only connection `db` to a file that passed `check_header`: the schema
+/// version if the file is an annals journal; `not_a_journal` for an empty database or one
+/// of another application, `newer_schema` for a newer journal.
+caf::expected<std::uint32_t> check_readable(sqlite3* db, const std::string& path);
 
 /// In one write transaction on `db`: checks the file's identity, creates the schema in an
 /// empty database or upgrades an older one, and reads back the schema version into `info`.

@@ -37,6 +37,11 @@ sqlite_snapshot_store::sqlite_snapshot_store(std::shared_ptr<sqlite_journal::imp
 sqlite_snapshot_store::~sqlite_snapshot_store() = default;
 
 void sqlite_snapshot_store::save(snapshot_record snap, callback<caf::unit_t> done) {
+  if (impl_->opts.read_only) {
+    done(impl_->refuse_write("the snapshot at seq " + std::to_string(snap.seq)
+                             + " of persistence id " + snap.persistence_id + " was not saved"));
+    return;
+  }
   if (auto err = internal::validate(snap)) {
     done(std::move(err));
     return;

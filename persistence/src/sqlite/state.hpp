@@ -130,6 +130,10 @@ struct sqlite_journal::impl {
   /// Queues `task` for a reader; false if the journal is closed.
   bool submit_read(sqlite::read_task&& task);
 
+  /// `journal_errc::read_only` for a write to a read-only journal: names the file and
+  /// says it was opened read-only, then `what` was not done.
+  caf::error refuse_write(const std::string& what) const;
+
   /// Stops the threads once their queues are empty; see `sqlite_journal::close`.
   void close();
 

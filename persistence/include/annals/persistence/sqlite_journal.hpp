@@ -24,6 +24,9 @@
 ///   projections never stall writes and no caller ever blocks on SQLite I/O.
 /// - The file is an annals journal only if its `application_id` says so; a file that is
 ///   not one, or one with a newer schema version, is refused without writing to it.
+/// - **Read-only mode** (`sqlite_options::read_only`, `open_read_only`): reader threads
+///   only, on read-only connections, for a file another process may be writing; no schema
+///   change and no write, ever.
 /// - UPDATE and DELETE on the event tables are refused by triggers inside the file.
 /// - Errors: SQLITE_FULL becomes `journal_errc::disk_full`, SQLITE_READONLY becomes
 ///   `journal_errc::read_only`, a duplicate (persistence id, seq) becomes
@@ -66,7 +69,17 @@ struct sqlite_options {
   std::size_t max_append_bytes = default_max_append_bytes;
   /// Refuse to open a file that does not exist yet instead of creating it.
   bool must_exist = false;
-  /// How long the writer waits for another process's write transaction to end.
+  /// Open an existing journal for reading only, e.g. one a running service writes to:
+  /// no schema is created or upgraded, no writer thread starts and nothing is ever
+  /// written to the file. `append`, snapshot saves and `set_max_page_count` fail with
+  /// `journal_errc::read_only`, naming the file. Reads see every commit, also those another
+  /// process makes after opening (WAL readers never block that writer); commit listeners
+  /// are never called, since no commit happens through this journal. The file must exist
+  /// and be an annals journal of any schema version up to this build's, or `open` fails
+  /// (`storage_error` for a missing file, `not_a_journal`, `newer_schema`).
+  bool read_only = false;
+  /// How long a connection waits for another connection's lock (the writer for another
+  /// process's write transaction; a read-only journal while opening).
   std::chrono::milliseconds busy_timeout{10'000};
   /// Snapshots kept per persistence id by `snapshots()` (at least 1).
   std::size_t keep_snapshots = 2;
@@ -109,9 +122,10 @@ struct sqlite_journal_stats {
 struct sqlite_journal_info {
   std::string path;
   std::string journal_mode;         ///< `wal`
-  int synchronous = 0;              ///< SQLite's code: 1 = NORMAL, 2 = FULL
+  int synchronous = 0;              ///< SQLite's code: 1 = NORMAL, 2 = FULL (the writer's)
   std::uint32_t schema_version = 0; ///< the file's `user_version`
   bool created = false;             ///< true if `open` created the file's schema
+  bool read_only = false;           ///< opened with `sqlite_options::read_only`
 };
 
 class sqlite_snapshot_store;
@@ -125,7 +139,8 @@ public:
   /// The `PRAGMA application_id` that marks a file as an annals journal (`ANNL`).
   static constexpr std::int32_t application_id = 0x414E4E4C;
 
-  /// Opens (or creates) the journal at `opts.path` and starts its threads.
+  /// Opens (or creates) the journal at `opts.path` and starts its threads; with
+  /// `opts.read_only`, opens an existing journal for reading only (see `sqlite_options`).
   ///
   /// Fails with `journal_errc::not_a_journal` if the file exists but is not an annals
   /// journal (a SQLite file of another application, or not SQLite at all), with
@@ -133,6 +148,20 @@ public:
   /// `journal_errc::storage_error` if SQLite cannot open it; in all those cases the file
   /// is left exactly as it was.
   static caf::expected<std::shared_ptr<sqlite_journal>> open(sqlite_options opts);
+
+  /// `open` with `read_only` set: the journal at `path`, for reading only, waiting at most
+  /// `busy_timeout` for a lock while opening.
+  ///
+  /// ```cpp
+  /// auto journal = sqlite_journal::open_read_only("bank.journal");
+  /// (*journal)->read_all(1, 100, [](caf::expected<std::vector<event_record>> page) { ... });
+  /// ```
+  static caf::expected<std::shared_ptr<sqlite_journal>>
+  open_read_only(std::string path,
+                 std::chrono::milliseconds busy_timeout = std::chrono::milliseconds{10'000});
+
+  /// Whether the journal was opened with `read_only`.
+  bool read_only() const;
 
   /// Closes the journal; see `close`.
   ~sqlite_journal() override;
