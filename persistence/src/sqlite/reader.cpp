@@ -105,6 +105,11 @@ caf::expected<std::vector<event_record>> read_records(sqlite3* db, sqlite3_stmt*
 
 namespace annals::persistence {
 
+caf::error sqlite_format::read_event(sqlite3_stmt* stmt, const std::string& path,
+                                     event_record& rec) {
+  return sqlite::read_row(stmt, path, rec);
+}
+
 using namespace sqlite;
 
 bool sqlite_journal::impl::submit_read(read_task&& task) {

@@ -58,9 +58,9 @@ caf::expected<bool> check_identity(sqlite3* db, const std::string& path) {
   if (app_id == 0 && *version == 0 && *tables == 0)
     return true;
   return make_error(journal_errc::not_a_journal,
-                    path + " is a SQLite database of another application (application_id "
-                      + hex(app_id) + ", user_version " + std::to_string(*version) + ", "
-                      + std::to_string(*tables) + " schema objects)");
+                    path + " is a SQLite database with application_id " + hex(app_id)
+                      + ", user_version " + std::to_string(*version) + " and "
+                      + std::to_string(*tables) + " schema objects: one of another application");
 }
 
 caf::error check_header(const std::string& path) {

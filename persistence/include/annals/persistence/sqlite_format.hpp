@@ -16,6 +16,12 @@
 #include <string_view>
 #include <vector>
 
+#include <caf/error.hpp>
+
+#include "annals/persistence/journal.hpp"
+
+struct sqlite3_stmt;
+
 namespace annals::persistence::sqlite_format {
 
 /// Separates the tags of one event in the `tags` column of `events`; a tag may therefore
@@ -123,5 +129,11 @@ inline std::vector<std::string> split_tags(std::string_view stored) {
     stored.remove_prefix(sep + 1);
   }
 }
+
+/// Fills `rec` from the current row of `stmt`, whose first columns are `event_columns` in
+/// that order (the journal's own reader). `journal_errc::corrupt_row`, naming the event
+/// and `path`, for a row that breaks the schema's invariants (a name that is not text, a
+/// version out of range, a NULL payload).
+caf::error read_event(sqlite3_stmt* stmt, const std::string& path, event_record& rec);
 
 } // namespace annals::persistence::sqlite_format

@@ -26,10 +26,11 @@
 /// the journal the same way and writes only the projection's own tables, in one
 /// transaction; `import` writes only into an empty journal.
 ///
-/// The tool never opens the journal with `sqlite_journal::open`: that opens a writer, runs
-/// its identity check in a write transaction and may upgrade an older schema in place. It
-/// reads through its own read-only connection instead, which also serves as the
-/// `persistence::journal` that `state` replays from and that `rebuild`'s projection reads.
+/// The tool opens the journal in the SQLite journal's read-only mode
+/// (`sqlite_journal::open_read_only`): no writer, no schema change, the same identity
+/// checks; that journal is the `persistence::journal` that `state` replays from and that
+/// `rebuild`'s projection reads. Its own queries (`inspect`, `events` filters, `export`) run
+/// on a read-only connection and take the file format from `sqlite_format.hpp`.
 /// `rebuild` is meant for a stopped service, or for a projection the running service does
 /// not run: a live projection would keep writing the same tables.
 ///

@@ -1,0 +1,54 @@
+#include "commands.hpp"
+
+#include <cstring>
+
+#include <boost/json.hpp>
+#include <sqlite3.h>
+
+#include "annals/persistence/audit.hpp"
+#include "annals/persistence/sqlite_format.hpp"
+#include "journal_file.hpp"
+#include "output.hpp"
+
+namespace annals::tools::detail {
+
+namespace json = boost::json;
+using persistence::event_record;
+
+int export_log(const args_list& in, std::ostream& out) {
+  auto args = parse_arguments(in, {});
+  auto path = journal_path(args);
+  auto journal = open_journal(path);
+  auto db = journal.db();
+  // Schema 1 stored no hashes: the chain is computed on the way out.
+  bool stored_hash = journal.schema_version() >= 2;
+  read_transaction txn{db, path};
+  statement stmt{db,
+                 std::string{"SELECT "} + persistence::sqlite_format::event_columns
+                   + (stored_hash ? ", hash" : "") + " FROM events ORDER BY global_offset",
+                 path};
+  persistence::event_hash chain{};
+  event_record rec;
+  while (stmt.step()) {
+    read_event(stmt, rec, path);
+    auto o = event_json(rec);
+    o["timestamp_us"] = rec.timestamp_us;
+    o["name"] = rec.name;
+    o["payload"] = rec.payload;
+    chain = persistence::chain_hash(chain, rec);
+    if (!stored_hash) {
+      o["hash"] = persistence::to_hex(chain);
+    } else if (sqlite3_column_bytes(stmt.get(), 10) == static_cast<int>(chain.size())) {
+      persistence::event_hash h{};
+      std::memcpy(h.data(), sqlite3_column_blob(stmt.get(), 10), h.size());
+      o["hash"] = persistence::to_hex(h);
+    } else {
+      o["hash"] = nullptr;
+    }
+    out << json::serialize(o) << '\n';
+  }
+  out.flush();
+  return 0;
+}
+
+} // namespace annals::tools::detail
