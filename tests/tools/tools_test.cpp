@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -566,4 +567,48 @@ TEST_CASE("every subcommand has --help, also under annals-bank admin", "[tools]"
   auto admin = run({bank, "admin", "--help"});
   CHECK(admin.code == 0);
   CHECK(admin.out.rfind("usage: annals-bank admin <subcommand>", 0) == 0);
+}
+
+TEST_CASE("backup copies a journal consistently while appends happen and refuses an existing "
+          "destination",
+          "[tools]") {
+  temp_dir dir;
+  auto db = copy_sample(dir);
+  auto copy = dir.file("copy.db");
+  std::atomic<bool> done{false};
+  std::atomic<int> appended{0};
+  {
+    live_journal live{db};
+    live.append("audit|bk", "audit.noted", R"({"n":0})");
+    // Appends go on while the backup runs; the copy must hold the log up to some commit.
+    std::thread appender{[&] {
+      for (int i = 1; i <= 2000 && !done; ++i) {
+        live.append("audit|bk", "audit.noted", "{\"n\":" + std::to_string(i) + "}", {"bk"});
+        ++appended;
+      }
+    }};
+    auto r = run({tool, "backup", db, copy});
+    done = true;
+    appender.join();
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.rfind("backed up " + db + " to " + copy + "\nok: ", 0) == 0);
+  }
+  auto verified = run({tool, "verify", copy});
+  INFO(verified.err);
+  CHECK(verified.code == 0);
+  auto source_log = lines(run({tool, "export", db}).out);
+  auto copy_log = lines(run({tool, "export", copy}).out);
+  CHECK(copy_log.size() > sample().events);
+  REQUIRE(copy_log.size() <= source_log.size());
+  CHECK(std::equal(copy_log.begin(), copy_log.end(), source_log.begin()));
+  CHECK(source_log.size() == sample().events + 1 + static_cast<std::size_t>(appended.load()));
+
+  auto before = file_bytes(copy);
+  check_error(run({tool, "backup", db, copy}), 1,
+              "annals: backup: ", copy + " already exists; backup never overwrites a file");
+  CHECK(file_bytes(copy) == before);
+  check_error(run({tool, "backup", db}), 2, "annals: backup: ", "needs the journal file");
+  auto help = run({tool, "--help"});
+  CHECK(help.out.find("backup DB DEST") != std::string::npos);
 }

@@ -30,8 +30,8 @@ void cli::register_projection(std::string name, projection_factory make,
 
 namespace {
 
-constexpr std::string_view subcommands[] = {"inspect", "events", "state", "verify",
-                                            "rebuild", "export", "import"};
+constexpr std::string_view subcommands[] = {"inspect", "events", "state",  "verify",
+                                            "rebuild", "export", "import", "backup"};
 
 std::string general_usage(const std::string& p) {
   return "usage: " + p + " <subcommand> DB [options]   (" + p
@@ -46,8 +46,10 @@ std::string general_usage(const std::string& p) {
            "  rebuild DB   rebuild a SQL projection from offset 0 and swap it in\n"
            "  export DB    the whole log as JSON lines on stdout\n"
            "  import DB    JSON lines from stdin into an empty (or new) journal\n"
+           "  backup DB DEST  a consistent copy of the journal into a new file, also while a\n"
+           "               service writes to it\n"
            "\n"
-           "Every subcommand but rebuild and import only reads, through read-only connections:\n"
+           "Every subcommand but rebuild and import only reads DB, through read-only connections:\n"
            "safe while a service writes to the same file. Exit codes: 0 ok, 1 failure, 2 usage.\n";
 }
 
@@ -121,6 +123,14 @@ std::string usage_of(std::string_view sub, const std::string& p) {
              "--json` plus timestamp_us, name, payload (the stored text, verbatim) and hash\n"
              "(hex), so that `import` restores it exactly. Snapshots and read models are not\n"
              "exported: they are rebuilt from the events.\n";
+  if (sub == "backup")
+    return u
+           + " DB DEST\n"
+             "\n"
+             "Copies the journal DB into the new file DEST with SQLite's online backup: every\n"
+             "page under one read transaction, so the copy is consistent (the log up to some\n"
+             "commit) even while a service appends to DB, which it never blocks. Refuses a DEST\n"
+             "that exists. Then verifies the copy's hash chain and prints what `verify` prints.\n";
   if (sub == "import")
     return u
            + " DB < export.jsonl\n"
@@ -177,6 +187,8 @@ int cli::run(int argc, char** argv, std::ostream& out, std::ostream& err) const 
       return detail::rebuild(args, projections_, program_, out, err);
     if (sub == "export")
       return export_log(args, out);
+    if (sub == "backup")
+      return detail::backup(args, out);
     return import_log(args, std::cin, out);
   } catch (const failure& f) {
     out.flush();

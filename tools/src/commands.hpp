@@ -25,5 +25,6 @@ int rebuild(const args_list& in, const std::vector<cli::projection_entry>& known
             const std::string& program, std::ostream& out, std::ostream& err);
 int export_log(const args_list& in, std::ostream& out);
 int import_log(const args_list& in, std::istream& input, std::ostream& out);
+int backup(const args_list& in, std::ostream& out);
 
 } // namespace annals::tools::detail
