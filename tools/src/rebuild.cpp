@@ -10,6 +10,7 @@
 #include <caf/actor_system_config.hpp>
 #include <sqlite3.h>
 
+#include "annals/actors/offset_store.hpp"
 #include "annals/actors/projection.hpp"
 #include "annals/actors/system.hpp"
 #include "annals/error.hpp"
@@ -123,6 +124,10 @@ std::vector<swapped_table> swap_in(const std::string& path, const std::string& s
                                    std::uint64_t& offset) {
   auto conn = open_connection(path, SQLITE_OPEN_READWRITE, 10'000);
   auto db = conn.get();
+  // The offsets table is created the way every read-model file creates it, before the swap's
+  // transaction (it also sets the connection's journal mode, which a transaction forbids).
+  if (!actors::create_offsets_table(db, true, std::chrono::seconds{10}))
+    fail(sqlite_message(db, sqlite3_errcode(db), "creating projection_offsets", path));
   {
     statement attach{db, "ATTACH DATABASE ?1 AS annals_shadow", path};
     attach.bind(1, shadow).run();
@@ -178,10 +183,6 @@ std::vector<swapped_table> swap_in(const std::string& path, const std::string& s
         exec(db, sql, path);
     }
     offset = stored_offset(db, "annals_shadow", name, path).value_or(0);
-    exec(db,
-         "CREATE TABLE IF NOT EXISTS main.projection_offsets(name TEXT PRIMARY KEY, "
-         "\"offset\" INTEGER NOT NULL)",
-         path);
     statement upsert{db,
                      "INSERT INTO main.projection_offsets(name, \"offset\") VALUES (?1, ?2) "
                      "ON CONFLICT(name) DO UPDATE SET \"offset\" = excluded.\"offset\"",
