@@ -113,10 +113,7 @@ public:
                                    "the account was opened for " + state().owner);
     if (cmd.owner.empty())
       co_return annals::make_error(account_errc::invalid_owner, "the owner's name is empty");
-    // Named first: GCC 12 destroys an aggregate temporary that owns memory twice when it
-    // is created inside a co_await expression (docs/pitfalls.md).
-    opened e{std::move(cmd.owner)};
-    co_await persist(std::move(e));
+    co_await persist<opened>(std::move(cmd.owner));
     co_return view();
   }
 

@@ -133,7 +133,7 @@ public:
         || cmd.cents <= 0)
       co_return transfer_errc::invalid_transfer;
     transfer_requested e{std::move(cmd.id), std::move(cmd.from), std::move(cmd.to), cmd.cents};
-    co_await persist(std::move(e));
+    co_await persist(e);
     co_return co_await run_steps();
   }
 
@@ -170,7 +170,7 @@ private:
         if (!refused_by_account(taken.error()))
           co_return taken.error();
         transfer_failed e{annals::code_name(taken.error())};
-        co_await persist(std::move(e));
+        co_await persist(e);
         co_return state().status;
       }
       co_await persist(transfer_debited{});
@@ -186,7 +186,7 @@ private:
     if (!refunded)
       co_return refunded.error(); // stays pending: the refund is retried on resume
     transfer_refunded e{annals::code_name(given.error())};
-    co_await persist(std::move(e));
+    co_await persist(e);
     co_return state().status;
   }
 

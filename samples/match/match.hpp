@@ -210,7 +210,7 @@ public:
     if (cmd.home.empty() || cmd.away.empty() || cmd.home == cmd.away)
       co_return match_errc::invalid_argument;
     scheduled e{std::move(cmd.home), std::move(cmd.away)};
-    co_await persist(std::move(e));
+    co_await persist(e);
     co_return state().score;
   }
 
@@ -225,7 +225,7 @@ public:
     if (auto err = check_play(cmd.team, cmd.player, cmd.minute))
       co_return err;
     goal_scored e{cmd.team, std::move(cmd.player), cmd.minute};
-    co_await persist(std::move(e));
+    co_await persist(e);
     co_return state().score;
   }
 
@@ -236,7 +236,7 @@ public:
                          && state().booked.count(match_state::key(cmd.team, cmd.player)) > 0;
     card_shown e{cmd.team, std::move(cmd.player), cmd.card, cmd.minute,
                  cmd.card == card_color::red || second_yellow};
-    co_await persist(std::move(e));
+    co_await persist(e);
     co_return state().score;
   }
 
@@ -254,7 +254,7 @@ public:
     if (state().substitutions(cmd.team) >= max_substitutions)
       co_return match_errc::substitution_limit;
     substituted e{cmd.team, std::move(cmd.player_out), std::move(cmd.player_in), cmd.minute};
-    co_await persist(std::move(e));
+    co_await persist(e);
     co_return state().score;
   }
 

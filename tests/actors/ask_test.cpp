@@ -59,7 +59,7 @@ public:
       co_return given.error();
     }
     moved e{cmd.from, cmd.to, cmd.cents};
-    co_await persist(std::move(e));
+    co_await persist(e);
     co_return state().total;
   }
 };

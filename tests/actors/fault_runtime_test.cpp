@@ -76,7 +76,7 @@ public:
     posted a{cmd.cents, std::string(cmd.memo_bytes, 'a')};
     posted b{cmd.cents, std::string(cmd.memo_bytes, 'b')};
     posted c{cmd.cents, std::string(cmd.memo_bytes, 'c')};
-    co_await persist(std::move(a), std::move(b), std::move(c));
+    co_await persist(a, b, c);
     co_return state().total;
   }
   caf::expected<std::int64_t> handle(get_total) const {

@@ -68,21 +68,21 @@ public:
     if (cmd.text.empty())
       co_return fx_errc::empty_text;
     noted e{"note:" + cmd.text.substr(0, 1)};
-    co_await persist(std::move(e));
+    co_await persist(e);
     co_return cmd.text;
   }
 
   annals::task<std::size_t> handle(note_twice cmd) {
     noted a{cmd.first};
-    co_await persist(std::move(a));
+    co_await persist(a);
     noted b{cmd.second};
-    co_await persist(std::move(b));
+    co_await persist(b);
     co_return state().notes.size();
   }
 
   annals::task<std::int64_t> handle(note_and_count cmd) {
     noted a{cmd.text};
-    co_await persist(std::move(a), counted{cmd.n});
+    co_await persist(a, counted{cmd.n});
     co_return state().total;
   }
 

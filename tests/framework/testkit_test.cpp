@@ -40,7 +40,7 @@ class badge : public annals::aggregate<name_state, renamed> {
 public:
   annals::task<std::string> handle(rename cmd) {
     renamed e{cmd.from, cmd.to};
-    co_await persist(std::move(e));
+    co_await persist(e);
     co_return state().current;
   }
 };

@@ -5,8 +5,9 @@
 ///
 /// An aggregate decides; its state applies. Command handlers are public member functions
 /// named `handle`, one per command type, taking the command by value:
-/// - a coroutine returning `annals::task<T>` may `co_await persist(e...)`; it resumes
-///   after the journal committed the events and after they were applied to `state()`;
+/// - a coroutine returning `annals::task<T>` may `co_await persist(e...)` or
+///   `co_await persist<E>(fields...)`; it resumes after the journal committed the events
+///   and after they were applied to `state()`;
 /// - a plain member function returning `T` or `caf::expected<T>` answers read-only
 ///   commands.
 ///
@@ -24,6 +25,12 @@
 ///   std::int64_t handle(get_balance) const { return state().balance; }
 /// };
 /// ```
+///
+/// An event that owns memory (an aggregate with a destructor, e.g. one holding a
+/// `std::string`) is built in place, `co_await persist<opened>(std::move(cmd.id),
+/// std::move(cmd.owner));`, or named first and passed by name, `co_await persist(e);`.
+/// Passing it as a temporary or with `std::move` does not compile: g++ 12 destroys an
+/// aggregate temporary inside a `co_await` statement twice (see docs/pitfalls.md).
 ///
 /// `persist` reaches storage through a `persist_port`: the testkit's completes at once,
 /// the actor runtime's completes when the journal commits. Aggregate code is the same in
@@ -45,6 +52,13 @@
 #include "annals/error.hpp"
 #include "annals/event.hpp"
 #include "annals/task.hpp"
+
+// One message for both forms of `persist`; a macro because `static_assert` takes a literal.
+#define ANNALS_DETAIL_OWNING_TEMPORARY_MESSAGE                                                     \
+  "persist: an event that owns memory (an aggregate with a destructor, e.g. holding a "            \
+  "std::string) cannot be a temporary or std::move'd here: g++ 12 destroys such a temporary "      \
+  "inside co_await twice. Build it in place, `co_await persist<opened>(std::move(id), "            \
+  "std::move(owner));`, or pass a named event, `opened e{...}; co_await persist(e);`"
 
 namespace annals {
 
@@ -129,6 +143,25 @@ struct aggregate_access {
 
 namespace detail {
 
+/// True for the types g++ 12 miscompiles as temporaries in a `co_await` statement (it
+/// destroys them twice): aggregates whose destructor does something.
+template <class T>
+inline constexpr bool owning_aggregate =
+  std::is_aggregate_v<T> && !std::is_trivially_destructible_v<T>;
+
+/// True if an argument of forwarded type `A` may appear in a `co_await` statement: an
+/// lvalue (a named object, which is not a temporary), or a type g++ 12 handles.
+template <class A>
+inline constexpr bool safe_in_co_await =
+  std::is_lvalue_reference_v<A> || !owning_aggregate<std::remove_cvref_t<A>>;
+
+/// How the awaiter keeps an event given as forwarded type `A`: a named event outlives the
+/// `co_await` statement, so a reference suffices; anything else is moved in.
+template <class A>
+using stored_event_t = std::conditional_t<std::is_lvalue_reference_v<A>,
+                                          const std::remove_reference_t<A>&, std::decay_t<A>>;
+
+/// Holds the events of one `persist` (as `const E&` or `E`, see `stored_event_t`).
 template <class Agg, class... Es>
 class persist_awaiter final : public pending_persist {
 public:
@@ -186,6 +219,11 @@ concept applies = requires(S& s, const E& e) {
 template <class T, class... Ts>
 inline constexpr bool one_of = (std::is_same_v<T, Ts> || ...);
 
+template <class E, class... Fields>
+concept brace_constructible = requires(Fields&&... f) {
+  E{std::forward<Fields>(f)...};
+};
+
 } // namespace detail
 
 /// The base class of aggregates; see the file comment.
@@ -214,11 +252,27 @@ public:
 
 protected:
   /// Writes `events` atomically (all or none) and applies them to the state; see the
-  /// file comment. Must be awaited: `co_await persist(e1, e2);`.
+  /// file comment. Must be awaited: `co_await persist(e1, e2);`. An event that owns
+  /// memory must be a named object here (it is not copied); an event without a destructor
+  /// may also be a temporary: `co_await persist(deposited{cmd.cents});`.
   template <class... Es>
-  requires(sizeof...(Es) > 0 && (detail::one_of<std::decay_t<Es>, Events...> && ...))
-    [[nodiscard]] detail::persist_awaiter<aggregate, std::decay_t<Es>...> persist(Es&&... events) {
+  requires(sizeof...(Es) > 0 && (detail::one_of<std::remove_cvref_t<Es>, Events...> && ...))
+    [[nodiscard]] detail::persist_awaiter<aggregate, detail::stored_event_t<Es>...> persist(
+      Es&&... events) {
+    static_assert((detail::safe_in_co_await<Es> && ...), ANNALS_DETAIL_OWNING_TEMPORARY_MESSAGE);
     return {*this, port_, std::forward<Es>(events)...};
+  }
+
+  /// Builds one event `E{fields...}` inside `persist`, then writes and applies it like
+  /// `persist(e)`: `co_await persist<opened>(std::move(cmd.id), std::move(cmd.owner));`.
+  /// The form for events that own memory, which must not be temporaries in the
+  /// `co_await` statement (see the file comment).
+  template <class E, class... Fields>
+  requires(detail::one_of<E, Events...>&& detail::brace_constructible<E, Fields...>)
+    [[nodiscard]] detail::persist_awaiter<aggregate, E> persist(Fields&&... fields) {
+    static_assert((detail::safe_in_co_await<Fields> && ...),
+                  ANNALS_DETAIL_OWNING_TEMPORARY_MESSAGE);
+    return {*this, port_, E{std::forward<Fields>(fields)...}};
   }
 
 private:
@@ -320,3 +374,5 @@ private:
 };
 
 } // namespace annals
+
+#undef ANNALS_DETAIL_OWNING_TEMPORARY_MESSAGE
