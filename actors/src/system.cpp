@@ -14,16 +14,12 @@ namespace annals::actors {
 void configure(caf::actor_system_config& cfg) {
   auto cores = std::max(1u, std::thread::hardware_concurrency());
   cfg.set("scheduler.max-threads", static_cast<std::size_t>(cores));
-  auto renderer = [](std::uint8_t code, caf::atom_value category, const caf::message& ctx) {
-    caf::error err{code, category, ctx};
-    return annals::render(err);
-  };
   // Touch the categories so that their code names are registered before first use.
   (void)make_error(errc::handler_failed);
   (void)make_error(persistence::journal_errc::conflict);
   (void)make_error(projection_errc::handler_failed);
-  for (auto category : {caf::atom("annals"), caf::atom("journal"), caf::atom("projection")})
-    cfg.add_error_category(category, renderer);
+  // Every category the program uses, its own included, renders in CAF's messages.
+  annals::add_error_renderers(cfg);
 }
 
 } // namespace annals::actors

@@ -2,7 +2,9 @@
 
 #include <map>
 #include <mutex>
+#include <vector>
 
+#include <caf/actor_system_config.hpp>
 #include <caf/atom.hpp>
 #include <caf/message.hpp>
 #include <caf/sec.hpp>
@@ -38,6 +40,21 @@ namespace {
 const caf::error annals_category_anchor = make_error(errc::handler_failed);
 
 } // namespace
+
+void add_error_renderers(caf::actor_system_config& cfg) {
+  std::vector<caf::atom_value> categories;
+  {
+    auto& reg = detail::registry();
+    std::lock_guard guard{reg.mtx};
+    for (auto& entry : reg.entries)
+      categories.push_back(entry.first);
+  }
+  for (auto category : categories)
+    cfg.add_error_category(category,
+                           [](std::uint8_t code, caf::atom_value cat, const caf::message& ctx) {
+                             return render(caf::error{code, cat, ctx});
+                           });
+}
 
 std::string category_name(const caf::error& err) {
   return caf::to_string(err.category());
