@@ -71,7 +71,7 @@ struct snapshots_read {
   caf::expected<std::vector<persistence::snapshot_record>> result;
 };
 
-/// The aggregate's single journal timer fired (see `aggregate_runtime::arm_timeout`).
+/// The aggregate's single journal timer fired (see `aggregate_core::expect_reply`).
 struct io_timeout {};
 
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
