@@ -562,3 +562,44 @@ TEST_CASE("a reply carries the global offset of the last event its command persi
   CHECK(retried->version == 2);
   CHECK(stream(*journal, "account|a").size() == 3);
 }
+
+TEST_CASE("a retry whose recompute meets an event that does not decode fails with the "
+          "corrupt row's persistence id and seq, and the aggregate goes on",
+          "[runtime][idempotency][errors]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  auto snapshots = std::make_shared<ap::memory_snapshot_store>(2);
+  auto append = [&](std::uint64_t expected, std::string name, std::string payload,
+                    std::string key) {
+    return ap::wait_for<ap::append_result>(
+      [&](auto cb) {
+        journal->append({"account|x", expected, {{name, 1, payload, {}}}, {key, {}}},
+                        std::move(cb));
+      },
+      10s);
+  };
+  // Event 1 does not decode; a snapshot at seq 2 lets recovery start past it.
+  REQUIRE(append(0, "bank.opened", R"({"owner":7})", ""));
+  REQUIRE(append(1, "bank.deposited", R"({"cents":5})", "k"));
+  bank::account_state st;
+  st.status = bank::account_status::open;
+  st.owner = "Ada";
+  st.balance = 5;
+  REQUIRE(ap::wait_for<caf::unit_t>(
+    [&](auto cb) {
+      snapshots->save({"account|x", 2, std::string{bank::account_state::name},
+                       annals::schema_version<bank::account_state>(),
+                       annals::type_codec<bank::account_state>::to_json(st), 0},
+                      std::move(cb));
+    },
+    10s));
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal, snapshots, {.warn = [](std::string_view) {}}};
+  REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+  // The retry of "k" re-runs its command on events 1..1, which do not decode.
+  auto retried = h.ask<account>("x", bank::deposit{5}, 10s, annals::actors::command_options{"k"});
+  REQUIRE_FALSE(retried);
+  CHECK(annals::is(retried.error(), ap::journal_errc::corrupt_row));
+  CHECK_THAT(annals::render(retried.error()), Catch::Contains("account|x, seq 1"));
+  CHECK(*h.ask<account>("x", bank::get_balance{}) == 5);
+}

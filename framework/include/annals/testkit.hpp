@@ -19,9 +19,11 @@
 /// ```
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -32,6 +34,7 @@
 #include "annals/aggregate.hpp"
 #include "annals/detail/equal.hpp"
 #include "annals/error.hpp"
+#include "annals/fold.hpp"
 
 namespace annals {
 
@@ -124,8 +127,24 @@ public:
   /// aggregate, checks that it equals the live state, and continues with the rebuilt one.
   void restart() {
     A fresh = args_factory_();
-    for (auto& enc : journal_)
-      aggregate_access::apply(fresh, decode_or_throw(enc));
+    // The same fold as recovery, over the stored events numbered from 1 as the journal would.
+    struct stored {
+      std::uint64_t seq;
+      std::string_view name;
+      std::uint32_t version;
+      std::string_view payload;
+    };
+    std::vector<stored> page;
+    page.reserve(journal_.size());
+    for (const auto& enc : journal_)
+      page.push_back({page.size() + 1, enc.name, enc.version, enc.payload});
+    auto out = fold_events<A>(aggregate_access::state(fresh), page);
+    aggregate_access::advance(fresh, out.folded);
+    if (out.error) {
+      const auto& enc = journal_[out.seq - 1];
+      throw testkit_failure{"stored event " + enc.name + " " + enc.payload + " (seq "
+                            + std::to_string(out.seq) + ") does not decode: " + render(out.error)};
+    }
     if (!detail::structurally_equal(fresh.state(), aggregate_.state()))
       throw testkit_failure{"the state rebuilt by replay differs from the live state"
                             + describe_states(fresh.state(), aggregate_.state())};

@@ -38,6 +38,16 @@ inline caf::error locate_error(const caf::error& err, const std::string& where) 
   return caf::error{err.code(), err.category(), caf::make_message(where + ": " + cause)};
 }
 
+/// The error of a replay that meets a stored event it cannot decode (recovery, the
+/// recompute of a duplicate's reply, `replay_state`): `journal.corrupt_row`, naming the
+/// persistence id and sequence number, with the codec's error rendered after them.
+inline caf::error corrupt_event(std::string_view persistence_id, std::uint64_t seq,
+                                const caf::error& cause) {
+  return make_error(journal_errc::corrupt_row, "persistence id " + std::string{persistence_id}
+                                                 + ", seq " + std::to_string(seq) + ": "
+                                                 + render(cause));
+}
+
 /// Decodes `rec` with `codec.decode(name, version, payload)`; on failure returns the
 /// codec's error with a context naming the persistence id, sequence number and offset.
 template <class Codec>

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "annals/error.hpp"
+#include "annals/fold.hpp"
 #include "annals/persistence/blocking.hpp"
 #include "annals/persistence/decode.hpp"
 #include "annals/persistence/journal.hpp"
@@ -41,8 +42,9 @@ struct replayed {
 /// Folds events 1..`up_to_seq` of `persistence_id` into a fresh `A::state_type`.
 ///
 /// Fails with `errc::invalid_argument` if the stream holds fewer than `up_to_seq` events
-/// (when `up_to_seq` is not the default "all"), with the located decode error of the
-/// first event that does not decode, or with the journal's error. Each page read waits at
+/// (when `up_to_seq` is not the default "all"), with `corrupt_event` for the first event
+/// that does not decode (`journal.corrupt_row` naming the persistence id and seq), or with
+/// the journal's error. Each page read waits at
 /// most `page_bound`.
 template <class A>
 caf::expected<replayed<typename A::state_type>>
@@ -50,7 +52,6 @@ replay_state(journal& j, std::string_view persistence_id,
              std::uint64_t up_to_seq = std::numeric_limits<std::uint64_t>::max(),
              std::size_t page = 1024,
              std::chrono::milliseconds page_bound = std::chrono::seconds{30}) {
-  using codec = typename A::codec_type;
   replayed<typename A::state_type> out;
   std::string pid{persistence_id};
   for (;;) {
@@ -62,14 +63,13 @@ replay_state(journal& j, std::string_view persistence_id,
       page_bound);
     if (!rows)
       return std::move(rows.error());
-    for (const auto& rec : *rows) {
-      auto ev = decode_record(codec{}, rec);
-      if (!ev)
-        return std::move(ev.error());
-      std::visit([&out](const auto& e) { out.state.apply(e); }, *ev);
-      out.version = rec.seq;
-      out.timestamp_us = rec.timestamp_us;
+    auto folded = fold_events<A>(out.state, *rows);
+    if (folded.folded > 0) {
+      out.version = (*rows)[folded.folded - 1].seq;
+      out.timestamp_us = (*rows)[folded.folded - 1].timestamp_us;
     }
+    if (folded.error)
+      return corrupt_event(pid, folded.seq, folded.error);
     if (rows->size() < page || out.version >= up_to_seq)
       break;
   }

@@ -24,6 +24,8 @@
 #include "annals/actors/detail/aggregate_core.hpp"
 #include "annals/aggregate.hpp"
 #include "annals/codec.hpp"
+#include "annals/fold.hpp"
+#include "annals/persistence/decode.hpp"
 
 namespace annals::actors::detail {
 
@@ -122,17 +124,7 @@ private:
 
   std::pair<std::size_t, caf::error>
   fold(std::span<const persistence::event_record> page) override {
-    std::size_t n = 0;
-    for (const auto& rec : page) {
-      auto ev = codec_type::decode(rec.name, rec.version, rec.payload);
-      if (!ev)
-        return {n, make_error(persistence::journal_errc::corrupt_row,
-                              "persistence id " + persistence_id() + ", seq "
-                                + std::to_string(rec.seq) + ": " + render(ev.error()))};
-      aggregate_access::apply(agg_, *ev);
-      ++n;
-    }
-    return {n, caf::error{}};
+    return fold_into(agg_, page);
   }
 
   std::unique_ptr<run_base> start_run(envelope& env) override {
@@ -145,15 +137,16 @@ private:
 
   std::pair<std::size_t, caf::error>
   fold_scratch(std::span<const persistence::event_record> page) override {
-    std::size_t n = 0;
-    for (const auto& rec : page) {
-      auto ev = codec_type::decode(rec.name, rec.version, rec.payload);
-      if (!ev)
-        return {n, ev.error()};
-      aggregate_access::apply(*scratch_, *ev);
-      ++n;
-    }
-    return {n, caf::error{}};
+    return fold_into(*scratch_, page);
+  }
+
+  std::pair<std::size_t, caf::error> fold_into(A& agg,
+                                               std::span<const persistence::event_record> page) {
+    auto out = fold_events<A>(aggregate_access::state(agg), page);
+    aggregate_access::advance(agg, out.folded);
+    if (out.error)
+      return {out.folded, persistence::corrupt_event(persistence_id(), out.seq, out.error)};
+    return {out.folded, caf::error{}};
   }
 
   caf::expected<std::any> run_on_scratch(envelope& env) override {
