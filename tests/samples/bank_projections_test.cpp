@@ -22,11 +22,11 @@
 #include "account/owner_index.hpp"
 #include "account/statement.hpp"
 #include "account/transfer.hpp"
+#include "actors/runtime_fixtures.hpp"
 #include "annals/actors/host.hpp"
 #include "annals/actors/projection.hpp"
 #include "annals/persistence/sqlite_journal.hpp"
 #include "persistence/journal_fixtures.hpp"
-#include "runtime_fixtures.hpp"
 
 using namespace rt;
 using annals::actors::command_options;

@@ -1,9 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include "actors/runtime_fixtures.hpp"
 #include "annals/actors/host.hpp"
 #include "match/match.hpp"
 #include "match/projections.hpp"
-#include "runtime_fixtures.hpp"
 
 using namespace rt;
 using namespace match;

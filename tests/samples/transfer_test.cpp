@@ -1,8 +1,8 @@
 #include <catch2/catch.hpp>
 
 #include "account/transfer.hpp"
+#include "actors/runtime_fixtures.hpp"
 #include "annals/actors/host.hpp"
-#include "runtime_fixtures.hpp"
 
 using namespace rt;
 using annals::actors::host;
