@@ -251,7 +251,7 @@ struct workload {
       char buf[32];
       std::snprintf(buf, sizeof(buf), "acc-%06zu", i);
       ids.emplace_back(buf);
-      pids.push_back(host::persistence_id("account", buf));
+      pids.push_back(annals::persistence_id{bank::account::name, buf}.str());
       std::snprintf(buf, sizeof(buf), "owner-%06zu", i);
       owners.emplace_back(buf);
     }
@@ -290,7 +290,7 @@ drive_result drive(caf::actor_system& sys, host& h, const std::vector<std::strin
     void submit(caf::event_based_actor* self) {
       auto i = next++;
       started[i] = clock_type::now();
-      h->request<bank::account>(self, (*ids)[i % ids->size()], make(i), std::chrono::seconds{60},
+      h->request<bank::account>(self, (*ids)[i % ids->size()], make(i),
                                 [this, self, i](auto res) {
                                   out.latency_ms[i] = ms_between(started[i], clock_type::now());
                                   if (!res) {
@@ -304,7 +304,8 @@ drive_result drive(caf::actor_system& sys, host& h, const std::vector<std::strin
                                     finished.set_value();
                                     self->quit();
                                   }
-                                });
+                                },
+                                {.timeout = std::chrono::seconds{60}});
     }
   };
   driver d{&h, &ids, std::move(make), n, std::vector<clock_type::time_point>(n), {}};
@@ -414,7 +415,7 @@ runtime_run run_runtime(caf::actor_system& sys, const std::string& path, const w
   auto j = open_journal(path);
   {
     host h{sys, j};
-    if (auto err = h.register_aggregate<bank::account>("account"))
+    if (auto err = h.register_aggregate<bank::account>())
       die(annals::render(err));
     auto t0 = clock_type::now();
     auto opened = drive(sys, h, w.ids, w.ids.size(), in_flight,
@@ -440,7 +441,7 @@ runtime_run run_runtime(caf::actor_system& sys, const std::string& path, const w
       probe = std::make_shared<lag_probe>(clock, first, n);
       proj = annals::actors::spawn_projection(
         sys, j, probe,
-        {.name = "bench", .filter = annals::actors::event_filter::aggregate_type("account")});
+        {.name = "bench", .filter = annals::actors::event_filter::aggregate_type<bank::account>()});
       auto st = proj.await_offset(first - 1, std::chrono::seconds{60});
       if (!st)
         die("projection catch-up: " + annals::render(st.error()));
@@ -609,7 +610,7 @@ memory_figures run_memory(caf::actor_system& sys, std::size_t in_flight) {
   auto heap_in_use = [] { return static_cast<double>(mallinfo2().uordblks); };
   {
     host h{sys, j};
-    if (auto err = h.register_aggregate<bank::account>("account"))
+    if (auto err = h.register_aggregate<bank::account>())
       die(annals::render(err));
     if (!h.ask<bank::account>(w.ids[0], bank::get_balance{}))
       die("warm-up get_balance failed");
@@ -741,7 +742,7 @@ std::vector<step_figures> runtime_steps(caf::actor_system& sys, std::size_t n,
   auto j = std::make_shared<memory_journal>();
   {
     host h{sys, j};
-    if (auto err = h.register_aggregate<bank::account>("account"))
+    if (auto err = h.register_aggregate<bank::account>())
       die(annals::render(err));
     auto opened = drive(sys, h, w.ids, w.ids.size(), in_flight,
                         [&w](std::size_t i) { return bank::open{w.owners[i]}; });

@@ -1,5 +1,6 @@
 #include "annals/actors/host.hpp"
 
+#include "annals/actors/system.hpp"
 #include "annals/utf8.hpp"
 
 #include <chrono>
@@ -154,12 +155,12 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
   });
   return {
     [self](envelope& env) -> caf::result<reply_msg> {
-      // Built in a reused buffer: a key that does not fit the small-string buffer would
-      // otherwise cost an allocation per command.
+      // The persistence id's text, built in a reused buffer: a key that does not fit the
+      // small-string buffer would otherwise cost an allocation per command.
       if (self->state.draining)
         return make_error(errc::unavailable, "the host is shutting down");
       thread_local std::string key;
-      key.assign(env.type_name).append(1, '|').append(env.id);
+      key.assign(env.type_name).append(1, persistence_id::separator).append(env.id);
       auto i = self->state.entries.find(key);
       if (i == self->state.entries.end()) {
         i = self->state.entries.emplace(key, live_entry{}).first;
@@ -206,16 +207,26 @@ host::host(caf::actor_system& sys, persistence::journal_ptr journal,
   : sys_(&sys), journal_(std::move(journal)), snapshots_(std::move(snapshots)),
     warn_(opts.warn ? std::move(opts.warn)
                     : [](std::string_view msg) { std::cerr << "annals: " << msg << '\n'; }),
-    stats_(std::make_shared<detail::counters>()), shared_(std::make_shared<shared>()) {
-  registry_ = sys.spawn(registry_behavior, shared_, stats_, opts.max_live);
+    stats_(std::make_shared<detail::counters>()), shared_(std::make_shared<shared>()),
+    link_(std::make_shared<detail::host_link>()) {
+  link_->registry = sys.spawn(registry_behavior, shared_, stats_, opts.max_live);
+  if (auto* owner = dynamic_cast<actor_system*>(&sys))
+    owner->attach(link_);
 }
 
 host::~host() {
-  caf::anon_send_exit(registry_, caf::exit_reason::user_shutdown);
+  // After the system stopped the registry (it is being destroyed or gone), the system
+  // must not be touched.
+  if (!link_->system_gone)
+    caf::anon_send_exit(link_->registry, caf::exit_reason::user_shutdown);
+}
+
+caf::error host::gone() {
+  return make_error(errc::unavailable, "the host's actor system has stopped");
 }
 
 caf::error host::add_type(std::string name, const void* token, spawn_fn spawn) {
-  if (name.empty() || name.find('|') != std::string::npos || name.size() > 64)
+  if (name.empty() || name.find(persistence_id::separator) != std::string::npos || name.size() > 64)
     return make_error(errc::invalid_argument,
                       "aggregate type name '" + name + "' must be 1 to 64 characters without '|'");
   std::lock_guard guard{shared_->mtx};
@@ -236,15 +247,6 @@ caf::expected<std::string> host::name_of(const void* token) const {
   if (i == shared_->names.end())
     return make_error(errc::invalid_argument, "aggregate type not registered with this host");
   return i->second;
-}
-
-std::string host::persistence_id(std::string_view type_name, std::string_view id) {
-  std::string pid;
-  pid.reserve(type_name.size() + id.size() + 1);
-  pid += type_name;
-  pid += '|';
-  pid += id;
-  return pid;
 }
 
 caf::error host::check_id(std::string_view id, std::string_view what) {
@@ -272,17 +274,21 @@ host_metrics host::metrics() const {
 }
 
 caf::error host::drain(std::chrono::milliseconds timeout) {
+  if (link_->system_gone)
+    return gone();
   caf::scoped_actor self{*sys_};
   caf::error result;
-  self->request(registry_, caf::duration{timeout}, detail::drain_atom::value)
+  self->request(link_->registry, caf::duration{timeout}, detail::drain_atom::value)
     .receive([](bool) {}, [&](caf::error& err) { result = std::move(err); });
   return result;
 }
 
 caf::expected<std::size_t> host::live_count(std::chrono::milliseconds timeout) const {
+  if (link_->system_gone)
+    return gone();
   caf::scoped_actor self{*sys_};
   caf::expected<std::size_t> result{std::size_t{0}};
-  self->request(registry_, caf::duration{timeout}, detail::stats_atom::value)
+  self->request(link_->registry, caf::duration{timeout}, detail::stats_atom::value)
     .receive([&](std::size_t n) { result = n; }, [&](caf::error& err) { result = std::move(err); });
   return result;
 }

@@ -107,6 +107,9 @@ struct account_view {
 
 class account : public annals::aggregate<account_state, opened, deposited, withdrawn, closed> {
 public:
+  // The aggregate type, given once: persistence ids are `account|<id>`.
+  static constexpr auto name = "account";
+
   annals::task<account_view> handle(open cmd) {
     if (state().status != account_status::unopened)
       co_return annals::make_error(account_errc::already_exists,

@@ -86,7 +86,7 @@ struct session {
         sys, journal, std::make_shared<bank::balances_projection>(),
         {.name = "balances",
          .path = path,
-         .filter = annals::actors::event_filter::aggregate_type("account")})),
+         .filter = annals::actors::event_filter::aggregate_type<bank::account>()})),
       bank(sys, journal, journal->snapshots()) {}
 
   std::shared_ptr<ap::sqlite_journal> journal;
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     if (!journal)
       return fail(journal.error());
     session s{*journal, path};
-    if (auto err = s.bank.register_aggregate<account>("account", {.snapshot_every = 3}))
+    if (auto err = s.bank.register_aggregate<account>({.snapshot_every = 3}))
       return fail(err);
     auto& bank = s.bank;
     auto& balances = s.balances;
@@ -124,9 +124,9 @@ int main(int argc, char** argv) {
     say("acc-ada: deposit 120.00", bank.ask<account>("acc-ada", bank::deposit{12'000}));
     say("acc-ada: withdraw 20.50", bank.ask<account>("acc-ada", bank::withdraw{2'050}));
     say("acc-bob: deposit 5.00 (key dep-1)",
-        bank.ask<account>("acc-bob", bank::deposit{500}, 10s, {"dep-1"}));
+        bank.ask<account>("acc-bob", bank::deposit{500}, {.idempotency_key = "dep-1"}));
     say("acc-bob: same request retried (key dep-1)",
-        bank.ask<account>("acc-bob", bank::deposit{500}, 10s, {"dep-1"}));
+        bank.ask<account>("acc-bob", bank::deposit{500}, {.idempotency_key = "dep-1"}));
     say("acc-bob: withdraw 50.00", bank.ask<account>("acc-bob", bank::withdraw{5'000}));
     say("acc-bob: deposit -1.00", bank.ask<account>("acc-bob", bank::deposit{-100}));
     say("acc-eve: deposit 1.00", bank.ask<account>("acc-eve", bank::deposit{100}));
@@ -151,14 +151,14 @@ int main(int argc, char** argv) {
     if (!journal)
       return fail(journal.error());
     session s{*journal, path};
-    if (auto err = s.bank.register_aggregate<account>("account", {.snapshot_every = 3}))
+    if (auto err = s.bank.register_aggregate<account>({.snapshot_every = 3}))
       return fail(err);
     auto& bank = s.bank;
     auto& balances = s.balances;
     say("acc-ada: balance (recovered)", bank.ask<account>("acc-ada", bank::get_balance{}));
     say("acc-bob: balance (recovered)", bank.ask<account>("acc-bob", bank::get_balance{}));
     say("acc-bob: retry of dep-1 after the restart",
-        bank.ask<account>("acc-bob", bank::deposit{500}, 10s, {"dep-1"}));
+        bank.ask<account>("acc-bob", bank::deposit{500}, {.idempotency_key = "dep-1"}));
     say("acc-ada: withdraw 99.50", bank.ask<account>("acc-ada", bank::withdraw{9'950}));
     auto m = bank.metrics();
     std::printf("  recovered %llu aggregates: %llu events replayed after their snapshots\n",
@@ -175,7 +175,8 @@ int main(int argc, char** argv) {
     std::printf("\n  the log of acc-ada (append-only; state is its fold):\n");
     auto events = ap::wait_for<std::vector<ap::event_record>>(
       [&](auto cb) {
-        (*journal)->read_stream("account|acc-ada", 1, UINT64_MAX, 100, std::move(cb));
+        (*journal)->read_stream(annals::persistence_id{account::name, "acc-ada"}.str(), 1,
+                                UINT64_MAX, 100, std::move(cb));
       },
       10s);
     if (!events)

@@ -5,23 +5,20 @@
 // redelivered batch changes nothing. The projection's thread writes it; any thread may
 // search it.
 //
-// Spawn it with `event_filter::aggregate_type("account")`: an event that is not an account
-// event does not decode and stops the projection.
+// It folds account events only (events of other aggregates are skipped); an account event
+// that does not decode stops the projection, before its offset counts as applied.
 
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
 #include "account/account.hpp"
-#include "annals/actors/projection.hpp"
-#include "annals/error.hpp"
+#include "annals/actors/typed_projection.hpp"
 
 namespace bank {
 
@@ -34,20 +31,16 @@ struct owner_hit {
   friend bool operator==(const owner_hit&, const owner_hit&) = default;
 };
 
-class owner_index : public annals::actors::projection_handler {
+class owner_index : public annals::actors::typed_projection<owner_index, account> {
 public:
-  void apply(const annals::persistence::event_record& rec) override {
+  // Every account event moves the offset; only opened and closed change the index.
+  template <class E>
+  void on(const E& e, const annals::actors::envelope& env) {
     std::unique_lock guard{mtx_};
-    if (rec.offset <= offset_)
+    if (env.offset() <= offset_)
       return;
-    // Decoded before the offset moves: an event that does not decode stops the projection
-    // and does not count as applied.
-    auto ev = account::codec_type::decode(rec.name, rec.version, rec.payload);
-    if (!ev)
-      throw std::runtime_error{annals::render(ev.error())};
-    offset_ = rec.offset;
-    auto id = rec.persistence_id.substr(rec.persistence_id.find('|') + 1);
-    std::visit([&](const auto& e) { on(id, e); }, *ev);
+    offset_ = env.offset();
+    index(std::string{env.entity_id()}, e);
   }
 
   void reset() override {
@@ -84,15 +77,15 @@ private:
     bool closed = false;
   };
 
-  void on(const std::string& id, const opened& e) {
+  void index(const std::string& id, const opened& e) {
     accounts_[id] = entry{e.owner, fold(e.owner), false};
   }
-  void on(const std::string& id, const closed&) {
+  void index(const std::string& id, const closed&) {
     if (auto i = accounts_.find(id); i != accounts_.end())
       i->second.closed = true;
   }
-  void on(const std::string&, const deposited&) {}
-  void on(const std::string&, const withdrawn&) {}
+  void index(const std::string&, const deposited&) {}
+  void index(const std::string&, const withdrawn&) {}
 
   // ASCII letters to lower case; other bytes (UTF-8 included) stay as they are.
   static std::string fold(std::string_view s) {

@@ -6,8 +6,8 @@
 // the account's previous line plus this line's movement, so the table alone explains every
 // balance.
 //
-// Spawn it with `event_filter::aggregate_type("account")`: an event that is not an account
-// event does not decode and stops the projection.
+// It folds account events only (events of other aggregates are skipped); an account event
+// that does not decode stops the projection.
 
 #include <chrono>
 #include <cstdint>
@@ -15,7 +15,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
 #include <caf/expected.hpp>
@@ -23,6 +22,7 @@
 
 #include "account/account.hpp"
 #include "annals/actors/projection.hpp"
+#include "annals/actors/typed_projection.hpp"
 #include "annals/error.hpp"
 
 namespace bank {
@@ -59,7 +59,8 @@ inline std::string column_string(sqlite3_stmt* stmt, int col) {
 
 } // namespace statement_detail
 
-class statement_projection : public annals::actors::sqlite_projection_handler {
+class statement_projection
+  : public annals::actors::typed_sqlite_projection<statement_projection, account> {
 public:
   void create_schema(sqlite3* db) override {
     exec(db, "CREATE TABLE IF NOT EXISTS statement (account_id TEXT NOT NULL,"
@@ -69,30 +70,29 @@ public:
              " PRIMARY KEY (account_id, seq))");
   }
 
-  void apply(sqlite3* db, const annals::persistence::event_record& rec) override {
-    auto ev = account::codec_type::decode(rec.name, rec.version, rec.payload);
-    if (!ev)
-      throw std::runtime_error{annals::render(ev.error())};
-    auto id = rec.persistence_id.substr(rec.persistence_id.find('|') + 1);
-    auto m = std::visit([](const auto& e) { return movement_of(e); }, *ev);
+  void reset(sqlite3* db) override {
+    exec(db, "DELETE FROM statement");
+  }
+
+  // Every account event is a line; `movement_of` says what it does to the balance.
+  template <class E>
+  void on(const E& e, const annals::actors::envelope& env, sqlite3* db) {
+    auto m = movement_of(e);
+    auto id = env.entity_id();
     auto balance = last_balance(db, id) + m.delta;
     auto stmt = prepare(db, "INSERT INTO statement (account_id, seq, \"offset\", kind, amount,"
                             " balance, correlation_id, timestamp)"
                             " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
-    sqlite3_bind_text(stmt.get(), 1, id.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(stmt.get(), 2, static_cast<sqlite3_int64>(rec.seq));
-    sqlite3_bind_int64(stmt.get(), 3, static_cast<sqlite3_int64>(rec.offset));
+    sqlite3_bind_text(stmt.get(), 1, id.data(), static_cast<int>(id.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(stmt.get(), 2, static_cast<sqlite3_int64>(env.seq()));
+    sqlite3_bind_int64(stmt.get(), 3, static_cast<sqlite3_int64>(env.offset()));
     sqlite3_bind_text(stmt.get(), 4, m.kind, -1, SQLITE_STATIC);
     sqlite3_bind_int64(stmt.get(), 5, m.amount);
     sqlite3_bind_int64(stmt.get(), 6, balance);
-    sqlite3_bind_text(stmt.get(), 7, rec.metadata.correlation_id.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(stmt.get(), 8, to_epoch_ms(rec.timestamp_us));
+    sqlite3_bind_text(stmt.get(), 7, env.correlation_id().c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(stmt.get(), 8, to_epoch_ms(env.timestamp_us()));
     if (sqlite3_step(stmt.get()) != SQLITE_DONE)
       fail(db);
-  }
-
-  void reset(sqlite3* db) override {
-    exec(db, "DELETE FROM statement");
   }
 
   /// Microseconds since the Unix epoch to whole milliseconds, rounded down.
@@ -121,10 +121,10 @@ private:
   }
 
   // The balance on the account's latest line, 0 if it has none yet.
-  static std::int64_t last_balance(sqlite3* db, const std::string& id) {
+  static std::int64_t last_balance(sqlite3* db, std::string_view id) {
     auto stmt =
       prepare(db, "SELECT balance FROM statement WHERE account_id = ?1 ORDER BY seq DESC LIMIT 1");
-    sqlite3_bind_text(stmt.get(), 1, id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt.get(), 1, id.data(), static_cast<int>(id.size()), SQLITE_TRANSIENT);
     switch (sqlite3_step(stmt.get())) {
       case SQLITE_ROW:
         return sqlite3_column_int64(stmt.get(), 0);

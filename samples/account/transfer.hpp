@@ -19,6 +19,7 @@
 #include "account/account.hpp"
 #include "annals/actors/ask.hpp"
 #include "annals/aggregate.hpp"
+#include "annals/persistence_id.hpp"
 
 namespace bank {
 
@@ -112,6 +113,9 @@ BOOST_DESCRIBE_STRUCT(transfer_state, (), (status, id, from, to, cents, debited,
 class transfer : public annals::aggregate<transfer_state, transfer_requested, transfer_debited,
                                           transfer_credited, transfer_refunded, transfer_failed> {
 public:
+  /// The aggregate type: persistence ids are `transfer|<transfer id>`.
+  static constexpr auto name = "transfer";
+
   /// How long one step waits for an account.
   static constexpr std::chrono::milliseconds step_timeout{5000};
 
@@ -193,10 +197,11 @@ private:
   template <class C>
   annals::actors::ask_awaiter<account, C> ask(const std::string& account_id, C cmd,
                                               std::string_view step) {
-    annals::actors::command_options key{"transfer:" + state().id + ":" + std::string{step},
-                                        "transfer:" + state().id};
-    return annals::actors::ask<account>(*bank_, account_id, std::move(cmd), step_timeout,
-                                        std::move(key));
+    auto key = "transfer:" + state().id + ":" + std::string{step};
+    auto correlation = "transfer:" + state().id;
+    return annals::actors::ask<account>(
+      *bank_, account_id, std::move(cmd),
+      {.timeout = step_timeout, .idempotency_key = key, .correlation_id = correlation});
   }
 
   static bool refused_by_account(const caf::error& err) {
@@ -218,7 +223,7 @@ inline caf::expected<std::size_t> resume_pending_transfers(annals::actors::host&
                                                            annals::persistence::journal& j) {
   using namespace std::chrono_literals;
   namespace ap = annals::persistence;
-  const std::string prefix = "transfer|";
+  const std::string prefix = annals::persistence_id::prefix_of(transfer::name);
   std::size_t resumed = 0;
   std::string after = prefix;
   for (;;) {
@@ -229,10 +234,10 @@ inline caf::expected<std::size_t> resume_pending_transfers(annals::actors::host&
     for (const auto& pid : *page) {
       if (pid.compare(0, prefix.size(), prefix) != 0)
         return resumed;
-      auto id = pid.substr(prefix.size());
+      auto id = std::string{annals::persistence_id::entity_of(pid)};
       auto st = h.ask<transfer>(id, get_transfer{});
       if (st && *st == transfer_status::pending) {
-        (void)h.ask<transfer>(id, resume_transfer{}, 60s);
+        (void)h.ask<transfer>(id, resume_transfer{}, {.timeout = 60s});
         ++resumed;
       }
     }

@@ -204,6 +204,9 @@ class football_match
   : public annals::aggregate<match_state, scheduled, kicked_off, goal_scored, card_shown,
                              substituted, half_time_called, second_half_started, full_time_called> {
 public:
+  /// The aggregate type: persistence ids are `match|<match id>`.
+  static constexpr auto name = "match";
+
   annals::task<scoreline> handle(schedule cmd) {
     if (state().period != phase::unscheduled)
       co_return match_errc::already_exists;

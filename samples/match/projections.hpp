@@ -9,31 +9,18 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
-#include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
-#include "annals/actors/projection.hpp"
-#include "annals/error.hpp"
+#include "annals/actors/typed_projection.hpp"
 #include "match/match.hpp"
 
 namespace match {
 
-/// Decodes a match event, or throws (which stops the projection with the cause).
-inline football_match::event_type decode(const annals::persistence::event_record& rec) {
-  auto ev = football_match::codec_type::decode(rec.name, rec.version, rec.payload);
-  if (!ev)
-    throw std::runtime_error{annals::render(ev.error())};
-  return std::move(*ev);
-}
-
-/// The id of a match from its persistence id (`match|<id>`).
-inline std::string match_id(const annals::persistence::event_record& rec) {
-  return rec.persistence_id.substr(rec.persistence_id.find('|') + 1);
-}
-
-class scoreboard_projection : public annals::actors::projection_handler {
+class scoreboard_projection
+  : public annals::actors::typed_projection<scoreboard_projection, football_match> {
 public:
   struct line {
     std::string home;
@@ -43,13 +30,15 @@ public:
     friend bool operator==(const line&, const line&) = default;
   };
 
-  void apply(const annals::persistence::event_record& rec) override {
+  // Every match event moves the offset and creates the match's line; `update` says what
+  // else it changes.
+  template <class E>
+  void on(const E& e, const annals::actors::envelope& env) {
     std::lock_guard guard{mtx_};
-    if (rec.offset <= offset_)
+    if (env.offset() <= offset_)
       return;
-    offset_ = rec.offset;
-    auto& l = lines_[match_id(rec)];
-    std::visit([&l](const auto& e) { on(l, e); }, decode(rec));
+    offset_ = env.offset();
+    update(lines_[std::string{env.entity_id()}], e);
   }
 
   void reset() override {
@@ -65,43 +54,45 @@ public:
   }
 
 private:
-  static void on(line& l, const scheduled& e) {
+  static void update(line& l, const scheduled& e) {
     l.home = e.home;
     l.away = e.away;
   }
-  static void on(line& l, const kicked_off&) {
+  static void update(line& l, const kicked_off&) {
     l.period = phase::first_half;
   }
-  static void on(line& l, const goal_scored& e) {
+  static void update(line& l, const goal_scored& e) {
     ++(e.team == side::home ? l.score.home : l.score.away);
   }
-  static void on(line& l, const half_time_called&) {
+  static void update(line& l, const half_time_called&) {
     l.period = phase::half_time;
   }
-  static void on(line& l, const second_half_started&) {
+  static void update(line& l, const second_half_started&) {
     l.period = phase::second_half;
   }
-  static void on(line& l, const full_time_called&) {
+  static void update(line& l, const full_time_called&) {
     l.period = phase::finished;
   }
   template <class Other>
-  static void on(line&, const Other&) {}
+  static void update(line&, const Other&) {}
 
   mutable std::mutex mtx_;
   std::map<std::string, line> lines_;
   std::uint64_t offset_ = 0;
 };
 
-class top_scorers_projection : public annals::actors::projection_handler {
+class top_scorers_projection
+  : public annals::actors::typed_projection<top_scorers_projection, football_match> {
 public:
-  void apply(const annals::persistence::event_record& rec) override {
+  // Every match event moves the offset; goals count.
+  template <class E>
+  void on([[maybe_unused]] const E& e, const annals::actors::envelope& env) {
     std::lock_guard guard{mtx_};
-    if (rec.offset <= offset_)
+    if (env.offset() <= offset_)
       return;
-    offset_ = rec.offset;
-    auto ev = decode(rec);
-    if (auto* goal = std::get_if<goal_scored>(&ev))
-      ++goals_[goal->player];
+    offset_ = env.offset();
+    if constexpr (std::is_same_v<E, goal_scored>)
+      ++goals_[e.player];
   }
 
   void reset() override {

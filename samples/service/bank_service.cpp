@@ -41,12 +41,11 @@ struct bank_service::impl {
     ctx.journal = *j;
     ctx.host = std::make_unique<aa::host>(ctx.sys, ctx.journal, ctx.journal->snapshots());
     auto* h = ctx.host.get();
-    if (auto err = h->register_aggregate<bank::account>("account", {.snapshot_every = 200}))
+    if (auto err = h->register_aggregate<bank::account>({.snapshot_every = 200}))
       return err;
-    if (auto err =
-          h->register_aggregate<bank::transfer>("transfer", {}, [h] { return bank::transfer{h}; }))
+    if (auto err = h->register_aggregate<bank::transfer>({}, [h] { return bank::transfer{h}; }))
       return err;
-    if (auto err = h->register_aggregate<match::football_match>("match", {.snapshot_every = 200}))
+    if (auto err = h->register_aggregate<match::football_match>({.snapshot_every = 200}))
       return err;
     if (auto err = create_read_model_tables(path))
       return err;
@@ -65,8 +64,8 @@ struct bank_service::impl {
     const auto& path = ctx.opts.db_path;
     auto& sys = ctx.sys;
     auto& projections = ctx.projections;
-    auto accounts = aa::event_filter::aggregate_type("account");
-    auto matches = aa::event_filter::aggregate_type("match");
+    auto accounts = aa::event_filter::aggregate_type<bank::account>();
+    auto matches = aa::event_filter::aggregate_type<match::football_match>();
     projections.push_back(
       aa::spawn_projection(sys, ctx.journal, std::make_shared<bank::balances_projection>(),
                            {.name = "balances", .path = path, .filter = accounts}));

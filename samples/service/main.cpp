@@ -87,10 +87,10 @@ flags parse(int argc, char** argv) {
 // aggregate types and SQL projections that bank_service.cpp registers.
 int admin(int argc, char** argv) {
   annals::tools::cli tool{"annals-bank admin"};
-  tool.register_aggregate<bank::account>("account");
-  tool.register_aggregate<bank::transfer>("transfer");
-  tool.register_aggregate<match::football_match>("match");
-  auto accounts = annals::actors::event_filter::aggregate_type("account");
+  tool.register_aggregate<bank::account>();
+  tool.register_aggregate<bank::transfer>();
+  tool.register_aggregate<match::football_match>();
+  auto accounts = annals::actors::event_filter::aggregate_type<bank::account>();
   tool.register_projection(
     "balances", [] { return std::make_shared<bank::balances_projection>(); }, accounts);
   tool.register_projection(

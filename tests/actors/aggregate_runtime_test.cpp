@@ -27,10 +27,13 @@ std::vector<caf::expected<std::int64_t>> fire(caf::actor_system& sys, host& h, s
   auto done = std::make_shared<latch>(n);
   sys.spawn([&h, id, n, make, replies, done](caf::event_based_actor* self) {
     for (std::size_t i = 0; i < n; ++i)
-      h.request<account>(self, id, make(i), 30s, [i, replies, done](caf::expected<view> r) {
-        (*replies)[i] = r ? caf::expected<std::int64_t>{r->balance} : std::move(r.error());
-        done->count_down();
-      });
+      h.request<account>(self, id, make(i),
+                         [i, replies, done](caf::expected<view> r) {
+                           (*replies)[i] =
+                             r ? caf::expected<std::int64_t>{r->balance} : std::move(r.error());
+                           done->count_down();
+                         },
+                         {.timeout = 30s});
   });
   REQUIRE(done->wait(bound));
   return std::move(*replies);
@@ -43,7 +46,7 @@ TEST_CASE("a command to a new id starts its aggregate, which handles it", "[runt
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   auto opened = h.ask<account>("acc-1", bank::open{"Ada"});
   REQUIRE(opened);
   auto bal = h.ask<account>("acc-1", bank::deposit{500});
@@ -64,7 +67,7 @@ TEST_CASE("1,000 concurrent deposits to one account get sequence numbers 1..1000
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   auto replies = fire<bank::deposit>(
     sys, h, "acc", 1000, [](std::size_t i) { return bank::deposit{std::int64_t(i + 1)}; });
@@ -91,7 +94,7 @@ TEST_CASE("an aggregate recovers the same state after the actor system stops",
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal};
-    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE_FALSE(h.register_aggregate<account>());
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     for (int i = 1; i <= 20; ++i)
       REQUIRE(h.ask<account>("acc", bank::deposit{i}));
@@ -100,7 +103,7 @@ TEST_CASE("an aggregate recovers the same state after the actor system stops",
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   auto bal = h.ask<account>("acc", bank::get_balance{});
   REQUIRE(bal);
   CHECK(*bal == 210 - 10);
@@ -115,7 +118,7 @@ TEST_CASE("recovery from a snapshot plus the tail equals a full replay", "[runti
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal, snapshots};
-    REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+    REQUIRE_FALSE(h.register_aggregate<account>({.snapshot_every = 10}));
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     for (int i = 1; i <= 24; ++i)
       REQUIRE(h.ask<account>("acc", bank::deposit{i}));
@@ -131,7 +134,7 @@ TEST_CASE("recovery from a snapshot plus the tail equals a full replay", "[runti
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal, snapshots};
-    REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+    REQUIRE_FALSE(h.register_aggregate<account>({.snapshot_every = 10}));
     with_snapshot = *h.ask<account>("acc", bank::get_balance{});
     CHECK(h.metrics().events_replayed == 5); // seq 21..25 only
     CHECK(h.ask<account>("acc", bank::get_account{})->version == 25);
@@ -140,7 +143,7 @@ TEST_CASE("recovery from a snapshot plus the tail equals a full replay", "[runti
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal};
-    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE_FALSE(h.register_aggregate<account>());
     full = *h.ask<account>("acc", bank::get_balance{});
     CHECK(h.metrics().events_replayed == 25);
     CHECK(h.ask<account>("acc", bank::get_account{})->version == 25);
@@ -159,7 +162,7 @@ TEST_CASE("a snapshot that does not decode is skipped and recovery replays inste
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal};
-    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE_FALSE(h.register_aggregate<account>());
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     REQUIRE(h.ask<account>("acc", bank::deposit{70}));
   }
@@ -175,7 +178,7 @@ TEST_CASE("a snapshot that does not decode is skipped and recovery replays inste
            std::lock_guard guard{mtx};
            warnings.emplace_back(w);
          }}};
-  REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+  REQUIRE_FALSE(h.register_aggregate<account>({.snapshot_every = 10}));
   CHECK(*h.ask<account>("acc", bank::get_balance{}) == 70);
   std::lock_guard guard{mtx};
   REQUIRE(warnings.size() == 1);
@@ -188,22 +191,23 @@ TEST_CASE("commands sent during recovery are all answered, in arrival order",
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   REQUIRE(h.ask<account>("acc", bank::deposit{1000}));
   // A second host on the same journal recovers the account while its reads are held.
   host h2{sys, journal};
-  REQUIRE_FALSE(h2.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h2.register_aggregate<account>());
   journal->hold_reads(true);
   auto replies = std::make_shared<std::vector<std::int64_t>>();
   auto done = std::make_shared<latch>(50);
   sys.spawn([&h2, replies, done](caf::event_based_actor* self) {
     for (int i = 0; i < 50; ++i)
-      h2.request<account>(self, "acc", bank::deposit{1}, 30s,
+      h2.request<account>(self, "acc", bank::deposit{1},
                           [replies, done](caf::expected<view> r) {
                             replies->push_back(r ? r->balance : -1);
                             done->count_down();
-                          });
+                          },
+                          {.timeout = 30s});
   });
   // Wait until recovery is parked on the held read, then release it.
   REQUIRE(journal->wait_held());
@@ -220,7 +224,7 @@ TEST_CASE("a failed append leaves the state unchanged and the next command works
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   REQUIRE(h.ask<account>("acc", bank::deposit{100}));
   journal->fail_appends_with(annals::make_error(ap::journal_errc::disk_full, "test: no space"));
@@ -240,7 +244,7 @@ TEST_CASE("an append the journal does not acknowledge in time fails with a timeo
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account", {.journal_timeout = 200ms}));
+  REQUIRE_FALSE(h.register_aggregate<account>({.journal_timeout = 200ms}));
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   journal->hold_appends(true);
   auto timed_out = h.ask<account>("acc", bank::deposit{40});
@@ -264,24 +268,32 @@ TEST_CASE("an append the journal does not acknowledge in time fails with a timeo
   CHECK(folded == 42);
 }
 
+namespace {
+struct boom {};
+struct fragile : annals::aggregate<bank::account_state, bank::opened, bank::deposited> {
+  static constexpr auto name = "fragile";
+  annals::task<std::int64_t> handle(bank::deposit cmd) {
+    co_await persist(bank::deposited{cmd.cents});
+    co_return state().balance;
+  }
+  annals::task<std::int64_t> handle(boom) {
+    throw std::runtime_error{"handler exploded"};
+    co_return 0;
+  }
+};
+// The account under a type name the host refuses.
+struct misnamed_account : account {
+  static constexpr auto name = "acc|ount";
+};
+} // namespace
+
 TEST_CASE("an exception in a handler becomes an error reply and the aggregate goes on",
           "[runtime][failure]") {
-  struct boom {};
-  struct fragile : annals::aggregate<bank::account_state, bank::opened, bank::deposited> {
-    annals::task<std::int64_t> handle(bank::deposit cmd) {
-      co_await persist(bank::deposited{cmd.cents});
-      co_return state().balance;
-    }
-    annals::task<std::int64_t> handle(boom) {
-      throw std::runtime_error{"handler exploded"};
-      co_return 0;
-    }
-  };
   auto journal = std::make_shared<ap::memory_journal>();
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<fragile>("fragile"));
+  REQUIRE_FALSE(h.register_aggregate<fragile>());
   auto r = h.ask<fragile>("f", boom{});
   REQUIRE_FALSE(r);
   CHECK(annals::render(r.error()) == "annals.handler_failed: handler exploded");
@@ -292,20 +304,20 @@ TEST_CASE("a command id makes a retry return the first reply and persist nothing
           "after a restart",
           "[runtime][idempotency]") {
   auto journal = std::make_shared<ap::memory_journal>();
-  annals::actors::command_options key{"req-7"};
+  annals::actors::command_options key{.idempotency_key = "req-7"};
   {
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal};
-    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE_FALSE(h.register_aggregate<account>());
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
-    auto first = h.ask<account>("acc", bank::deposit{100}, 10s, key);
+    auto first = h.ask<account>("acc", bank::deposit{100}, key);
     REQUIRE(first);
     CHECK(first->balance == 100);
     CHECK(first->version == 2);
     CHECK(h.ask<account>("acc", bank::deposit{5})->balance == 105);
     // The retry answers exactly what the first attempt answered, version included.
-    CHECK(h.ask<account>("acc", bank::deposit{100}, 10s, key) == first);
+    CHECK(h.ask<account>("acc", bank::deposit{100}, key) == first);
     CHECK(h.metrics().duplicates == 1);
   }
   CHECK(stream(*journal, "account|acc").size() == 3);
@@ -313,9 +325,9 @@ TEST_CASE("a command id makes a retry return the first reply and persist nothing
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   // After a restart the reply is recomputed from the log: the same balance and version.
-  auto again = h.ask<account>("acc", bank::deposit{100}, 10s, key);
+  auto again = h.ask<account>("acc", bank::deposit{100}, key);
   REQUIRE(again);
   CHECK(again->balance == 100);
   CHECK(again->version == 2);
@@ -329,7 +341,7 @@ TEST_CASE("passivation and reactivation under concurrent commands lose nothing",
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal, nullptr, {.max_live = 3}};
-  REQUIRE_FALSE(h.register_aggregate<account>("account", {.idle_timeout = 5ms}));
+  REQUIRE_FALSE(h.register_aggregate<account>({.idle_timeout = 5ms}));
   constexpr std::size_t accounts = 10;
   for (std::size_t a = 0; a < accounts; ++a)
     REQUIRE(h.ask<account>("acc-" + std::to_string(a), bank::open{"owner"}));
@@ -338,12 +350,13 @@ TEST_CASE("passivation and reactivation under concurrent commands lose nothing",
   sys.spawn([&h, done, failures](caf::event_based_actor* self) {
     for (int round = 0; round < 100; ++round)
       for (std::size_t a = 0; a < accounts; ++a)
-        h.request<account>(self, "acc-" + std::to_string(a), bank::deposit{1}, 30s,
+        h.request<account>(self, "acc-" + std::to_string(a), bank::deposit{1},
                            [done, failures](caf::expected<view> r) {
                              if (!r)
                                ++*failures;
                              done->count_down();
-                           });
+                           },
+                           {.timeout = 30s});
   });
   REQUIRE(done->wait());
   CHECK(*failures == 0);
@@ -366,9 +379,9 @@ TEST_CASE("bad ids and unregistered types get clear errors", "[runtime][errors]"
   auto unregistered = h.ask<account>("acc", bank::get_balance{});
   REQUIRE_FALSE(unregistered);
   CHECK_THAT(annals::render(unregistered.error()), Catch::Contains("not registered"));
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
-  CHECK(h.register_aggregate<account>("account"));
-  CHECK(h.register_aggregate<account>("acc|ount"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
+  CHECK(h.register_aggregate<account>());
+  CHECK(h.register_aggregate<misnamed_account>());
   CHECK_THAT(annals::render(h.ask<account>("", bank::get_balance{}).error()),
              Catch::Contains("empty"));
   CHECK_THAT(annals::render(h.ask<account>(std::string(256, 'x'), bank::get_balance{}).error()),
@@ -378,11 +391,15 @@ TEST_CASE("bad ids and unregistered types get clear errors", "[runtime][errors]"
   CHECK_THAT(annals::render(h.ask<account>("ab\xff", bank::get_balance{}).error()),
              Catch::Contains("aggregate id is not valid UTF-8 (byte 2)"));
   // Command and correlation ids are stored with the events and shown as JSON: the same rules.
-  CHECK_THAT(annals::render(h.ask<account>("acc", bank::get_balance{}, 10s, {"k\xc3\x28"}).error()),
-             Catch::Contains("command id is not valid UTF-8 (byte 1)"));
-  CHECK_THAT(annals::render(h.ask<account>("acc", bank::get_balance{}, 10s, {"k", "c\td"}).error()),
+  CHECK_THAT(
+    annals::render(
+      h.ask<account>("acc", bank::get_balance{}, {.idempotency_key = "k\xc3\x28"}).error()),
+    Catch::Contains("command id is not valid UTF-8 (byte 1)"));
+  CHECK_THAT(annals::render(h.ask<account>("acc", bank::get_balance{},
+                                           {.idempotency_key = "k", .correlation_id = "c\td"})
+                              .error()),
              Catch::Contains("correlation id holds a control character"));
-  CHECK(h.ask<account>("caf\xc3\xa9", bank::open{"Zo\xc3\xab"}, 10s, {"cl\xc3\xa9"}));
+  CHECK(h.ask<account>("caf\xc3\xa9", bank::open{"Zo\xc3\xab"}, {.idempotency_key = "cl\xc3\xa9"}));
 }
 
 TEST_CASE("a command whose events exceed the journal's size limit fails with too_large and "
@@ -392,7 +409,7 @@ TEST_CASE("a command whose events exceed the journal's size limit fails with too
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   auto huge = h.ask<account>("acc", bank::open{std::string(300, 'o')});
   REQUIRE_FALSE(huge);
   CHECK(annals::is(huge.error(), ap::journal_errc::too_large));
@@ -419,7 +436,7 @@ TEST_CASE("an aggregate whose stored events do not decode refuses commands with 
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal, nullptr, {.warn = [](std::string_view) {}}};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   // Every command gets the cause, also those that arrive after recovery failed.
   for (int i = 0; i < 3; ++i) {
     auto r = h.ask<account>("bad", bank::deposit{1});
@@ -436,7 +453,7 @@ TEST_CASE("drain finishes the commands already routed, refuses new ones and stop
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   constexpr std::size_t accounts = 10;
   for (std::size_t a = 0; a < accounts; ++a)
     REQUIRE(h.ask<account>("acc-" + std::to_string(a), bank::open{"owner"}));
@@ -447,7 +464,7 @@ TEST_CASE("drain finishes the commands already routed, refuses new ones and stop
   sys.spawn([&h, done, ok, refused, other](caf::event_based_actor* self) {
     for (int round = 0; round < 50; ++round)
       for (std::size_t a = 0; a < accounts; ++a)
-        h.request<account>(self, "acc-" + std::to_string(a), bank::deposit{1}, 30s,
+        h.request<account>(self, "acc-" + std::to_string(a), bank::deposit{1},
                            [done, ok, refused, other](caf::expected<view> r) {
                              if (r)
                                ++*ok;
@@ -456,7 +473,8 @@ TEST_CASE("drain finishes the commands already routed, refuses new ones and stop
                              else
                                ++*other;
                              done->count_down();
-                           });
+                           },
+                           {.timeout = 30s});
   });
   REQUIRE_FALSE(h.drain(30s));
   REQUIRE(done->wait());
@@ -481,19 +499,19 @@ TEST_CASE("a retry whose first attempt a snapshot covers is still recognised aft
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal, snapshots};
-    REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+    REQUIRE_FALSE(h.register_aggregate<account>({.snapshot_every = 10}));
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     for (int i = 1; i <= 24; ++i)
-      REQUIRE(h.ask<account>("acc", bank::deposit{1}, 10s,
-                             annals::actors::command_options{"k" + std::to_string(i)}));
+      REQUIRE(
+        h.ask<account>("acc", bank::deposit{1}, {.idempotency_key = "k" + std::to_string(i)}));
   }
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal, snapshots};
-  REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+  REQUIRE_FALSE(h.register_aggregate<account>({.snapshot_every = 10}));
   // k5 is event 6, under the snapshot at seq 20; k23 is after it.
   for (const char* key : {"k5", "k23"}) {
-    auto again = h.ask<account>("acc", bank::deposit{1}, 10s, annals::actors::command_options{key});
+    auto again = h.ask<account>("acc", bank::deposit{1}, {.idempotency_key = key});
     REQUIRE(again);
     CHECK(again->balance == (std::string{key} == "k5" ? 5 : 23));
   }
@@ -525,12 +543,12 @@ raw_ask(caf::actor_system& sys, host& h, std::string_view id, C cmd,
 TEST_CASE("a reply carries the global offset of the last event its command persisted, 0 if none",
           "[runtime][offsets]") {
   auto journal = std::make_shared<ap::memory_journal>();
-  annals::actors::command_options key{"dep-1"};
+  annals::actors::command_options key{.idempotency_key = "dep-1"};
   {
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal};
-    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE_FALSE(h.register_aggregate<account>());
     auto opened = raw_ask(sys, h, "a", bank::open{"Ada"});
     REQUIRE(opened);
     CHECK(opened->offset == 1);
@@ -555,7 +573,7 @@ TEST_CASE("a reply carries the global offset of the last event its command persi
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   auto retried = raw_ask(sys, h, "a", bank::deposit{10}, key);
   REQUIRE(retried);
   CHECK(retried->offset == 3);

@@ -45,6 +45,8 @@ inline std::thread::id handler_thread_after_ask;
 
 class mover : public annals::aggregate<mover_state, moved> {
 public:
+  static constexpr auto name = "mover";
+
   annals::task<std::int64_t> handle(move_money cmd) {
     auto taken =
       co_await annals::actors::ask<account>(*bank_host, cmd.from, bank::withdraw{cmd.cents});
@@ -83,8 +85,8 @@ TEST_CASE("an aggregate handler asks other aggregates and replies after their an
   caf::actor_system sys{cfg};
   host h{sys, journal};
   mv::bank_host = &h;
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
-  REQUIRE_FALSE(h.register_aggregate<mv::mover>("mover"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
+  REQUIRE_FALSE(h.register_aggregate<mv::mover>());
   REQUIRE(h.ask<account>("a", bank::open{"A"}));
   REQUIRE(h.ask<account>("b", bank::open{"B"}));
   REQUIRE(h.ask<account>("a", bank::deposit{100}));
@@ -108,7 +110,7 @@ TEST_CASE("a task run by a plain actor awaits asks one after another", "[runtime
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   REQUIRE(h.ask<account>("a", bank::open{"A"}));
   REQUIRE(h.ask<account>("a", bank::deposit{7}));
   auto out = std::make_shared<std::vector<std::int64_t>>();
@@ -138,7 +140,7 @@ TEST_CASE("ask_async from plain threads delivers every reply once, without block
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>("account"));
+  REQUIRE_FALSE(h.register_aggregate<account>());
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   constexpr int per_thread = 100;
   constexpr int threads = 4;
@@ -149,14 +151,15 @@ TEST_CASE("ask_async from plain threads delivers every reply once, without block
   for (int t = 0; t < threads; ++t)
     senders.emplace_back([&] {
       for (int i = 0; i < per_thread; ++i)
-        h.ask_async<account>("acc", bank::deposit{1}, 30s,
+        h.ask_async<account>("acc", bank::deposit{1},
                              [&](caf::expected<bank::account_view> r) {
                                {
                                  std::lock_guard guard{mtx};
                                  versions.push_back(r ? r->version : 0);
                                }
                                done.count_down();
-                             });
+                             },
+                             {.timeout = 30s});
     });
   for (auto& s : senders)
     s.join();
@@ -169,8 +172,10 @@ TEST_CASE("ask_async from plain threads delivers every reply once, without block
 
   // A bad id is refused at once, on the caller's thread.
   bool refused = false;
-  h.ask_async<account>("", bank::deposit{1}, 1s, [&](caf::expected<bank::account_view> r) {
-    refused = !r && annals::is(r.error(), annals::errc::invalid_argument);
-  });
+  h.ask_async<account>("", bank::deposit{1},
+                       [&](caf::expected<bank::account_view> r) {
+                         refused = !r && annals::is(r.error(), annals::errc::invalid_argument);
+                       },
+                       {.timeout = 1s});
   CHECK(refused);
 }

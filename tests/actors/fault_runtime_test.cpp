@@ -70,6 +70,8 @@ struct ledger_state {
 
 class ledger : public annals::aggregate<ledger_state, posted> {
 public:
+  static constexpr auto name = "ledger";
+
   annals::task<std::int64_t> handle(post cmd) {
     // Named first: GCC 12 destroys an aggregate temporary that owns memory twice when it
     // is created inside a co_await expression.
@@ -167,7 +169,7 @@ void check_ledger_matches_journal(host& h, ap::journal& j, const std::string& id
 void check_recovery_matches_journal(caf::actor_system& sys, ap::journal_ptr j,
                                     ap::snapshot_store_ptr snapshots, const std::string& id) {
   host fresh{sys, j, std::move(snapshots), {.warn = [](std::string_view) {}}};
-  REQUIRE_FALSE(fresh.register_aggregate<account>("account", {.snapshot_every = 4}));
+  REQUIRE_FALSE(fresh.register_aggregate<account>({.snapshot_every = 4}));
   check_account_matches_journal(fresh, *j, id);
 }
 
@@ -409,8 +411,8 @@ TEST_CASE("on a full disk commands fail with journal.disk_full, aggregates serve
              std::lock_guard guard{warn_mtx};
              warnings.emplace_back(w);
            }}};
-    REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 4}));
-    REQUIRE_FALSE(h.register_aggregate<ledger>("ledger"));
+    REQUIRE_FALSE(h.register_aggregate<account>({.snapshot_every = 4}));
+    REQUIRE_FALSE(h.register_aggregate<ledger>());
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     REQUIRE(h.ask<account>("acc", bank::deposit{100}));
     REQUIRE(h.ask<ledger>("led", ledger_ns::post{1, 10}));
@@ -490,8 +492,8 @@ TEST_CASE("a write or fsync error fails the command with journal.storage_error, 
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal, nullptr};
-    REQUIRE_FALSE(h.register_aggregate<account>("account"));
-    REQUIRE_FALSE(h.register_aggregate<ledger>("ledger"));
+    REQUIRE_FALSE(h.register_aggregate<account>());
+    REQUIRE_FALSE(h.register_aggregate<ledger>());
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     REQUIRE(h.ask<account>("acc", bank::deposit{100}));
     REQUIRE(h.ask<ledger>("led", ledger_ns::post{1, 100}));
@@ -538,7 +540,7 @@ TEST_CASE("a stalled append fails the command with annals.timeout, the aggregate
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal};
-    REQUIRE_FALSE(h.register_aggregate<account>("account", {.journal_timeout = 200ms}));
+    REQUIRE_FALSE(h.register_aggregate<account>({.journal_timeout = 200ms}));
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     REQUIRE(h.ask<account>("acc", bank::deposit{100}));
     journal->stall(true, false);
@@ -588,7 +590,7 @@ TEST_CASE("once a stalled append has landed late, the aggregate serves it withou
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal};
-    REQUIRE_FALSE(h.register_aggregate<account>("account", {.journal_timeout = 200ms}));
+    REQUIRE_FALSE(h.register_aggregate<account>({.journal_timeout = 200ms}));
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     REQUIRE(h.ask<account>("acc", bank::deposit{100}));
     journal->stall(true, false);
@@ -614,7 +616,7 @@ TEST_CASE("after the whole journal stalled (appends and reads), the aggregate se
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal, nullptr, {.warn = [](std::string_view) {}}};
-    REQUIRE_FALSE(h.register_aggregate<account>("account", {.journal_timeout = 200ms}));
+    REQUIRE_FALSE(h.register_aggregate<account>({.journal_timeout = 200ms}));
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     REQUIRE(h.ask<account>("acc", bank::deposit{100}));
     journal->stall(true, true);
@@ -656,7 +658,7 @@ TEST_CASE("two processes writing one account through one journal file: conflicts
       system_config cfg;
       caf::actor_system sys{cfg};
       host h{sys, journal};
-      REQUIRE_FALSE(h.register_aggregate<account>("account"));
+      REQUIRE_FALSE(h.register_aggregate<account>());
       REQUIRE(h.ask<account>("X", bank::open{"Two Writers"}));
     }
     journal->close();
@@ -720,7 +722,7 @@ TEST_CASE("two processes writing one account through one journal file: conflicts
     system_config cfg;
     caf::actor_system sys{cfg};
     host h{sys, journal};
-    REQUIRE_FALSE(h.register_aggregate<account>("account"));
+    REQUIRE_FALSE(h.register_aggregate<account>());
     auto served = h.ask<account>("X", bank::get_account{});
     REQUIRE(served);
     CHECK(served->balance == sum);

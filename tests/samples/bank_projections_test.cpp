@@ -29,7 +29,6 @@
 #include "persistence/journal_fixtures.hpp"
 
 using namespace rt;
-using annals::actors::command_options;
 using annals::actors::event_filter;
 using annals::actors::host;
 using annals::actors::projection;
@@ -89,17 +88,17 @@ struct bank_env {
   projection spawn_statement(const std::string& name = "statement") {
     return annals::actors::spawn_projection(
       sys, journal, std::make_shared<bank::statement_projection>(),
-      {.name = name, .path = model, .filter = event_filter::aggregate_type("account")});
+      {.name = name, .path = model, .filter = event_filter::aggregate_type<bank::account>()});
   }
   projection spawn_balances() {
     return annals::actors::spawn_projection(
       sys, journal, std::make_shared<bank::balances_projection>(),
-      {.name = "balances", .path = model, .filter = event_filter::aggregate_type("account")});
+      {.name = "balances", .path = model, .filter = event_filter::aggregate_type<bank::account>()});
   }
   projection spawn_owners(std::shared_ptr<bank::owner_index> idx) {
     return annals::actors::spawn_projection(
       sys, journal, std::move(idx),
-      {.name = "owners", .filter = event_filter::aggregate_type("account")});
+      {.name = "owners", .filter = event_filter::aggregate_type<bank::account>()});
   }
 
   std::uint64_t head() {
@@ -120,9 +119,8 @@ struct bank_env {
 private:
   void start_host() {
     h.emplace(sys, front);
-    REQUIRE_FALSE(h->register_aggregate<account>("account"));
-    REQUIRE_FALSE(
-      h->register_aggregate<transfer>("transfer", {}, [this] { return transfer{&*h}; }));
+    REQUIRE_FALSE(h->register_aggregate<account>());
+    REQUIRE_FALSE(h->register_aggregate<transfer>({}, [this] { return transfer{&*h}; }));
   }
 };
 
@@ -299,7 +297,8 @@ TEST_CASE("the statement lists every movement of an account in order, with the r
 
   REQUIRE(env.h->ask<account>("a", bank::open{"Ada Lovelace"}));
   REQUIRE(env.h->ask<account>("b", bank::open{"Grace Hopper"}));
-  REQUIRE(env.h->ask<account>("a", bank::deposit{100}, bound, command_options{"", "teller:7"}));
+  REQUIRE(
+    env.h->ask<account>("a", bank::deposit{100}, {.timeout = bound, .correlation_id = "teller:7"}));
   REQUIRE(env.h->ask<account>("a", bank::withdraw{30}));
   REQUIRE_FALSE(env.h->ask<account>("a", bank::withdraw{1000})); // refused: no line
   REQUIRE(status_of(env.h->ask<transfer>("t1", bank::start_transfer{"t1", "a", "b", 50}))

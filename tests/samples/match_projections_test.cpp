@@ -16,13 +16,13 @@ TEST_CASE("the scoreboard and the top scorers, fed by one log, agree with the ma
   caf::actor_system sys{cfg};
   auto board = std::make_shared<scoreboard_projection>();
   auto scorers = std::make_shared<top_scorers_projection>();
-  auto filter = annals::actors::event_filter::aggregate_type("match");
+  auto filter = annals::actors::event_filter::aggregate_type<match::football_match>();
   auto board_proj =
     annals::actors::spawn_projection(sys, journal, board, {.name = "scoreboard", .filter = filter});
   auto scorers_proj = annals::actors::spawn_projection(sys, journal, scorers,
                                                        {.name = "top_scorers", .filter = filter});
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<football_match>("match"));
+  REQUIRE_FALSE(h.register_aggregate<football_match>());
   const std::vector<std::string> ids{"m1", "m2", "m3"};
   for (auto& id : ids) {
     REQUIRE(h.ask<football_match>(id, schedule{"home-" + id, "away-" + id}));

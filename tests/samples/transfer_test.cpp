@@ -15,8 +15,8 @@ namespace {
 // One run of a bank: accounts and transfers on `journal`.
 struct bank_run {
   explicit bank_run(ap::journal_ptr journal) : h(sys, std::move(journal)) {
-    REQUIRE_FALSE(h.register_aggregate<account>("account"));
-    REQUIRE_FALSE(h.register_aggregate<transfer>("transfer", {}, [this] { return transfer{&h}; }));
+    REQUIRE_FALSE(h.register_aggregate<account>());
+    REQUIRE_FALSE(h.register_aggregate<transfer>({}, [this] { return transfer{&h}; }));
   }
   std::int64_t balance(const std::string& id) {
     auto b = h.ask<account>(id, bank::get_balance{});

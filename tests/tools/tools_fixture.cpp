@@ -67,7 +67,7 @@ struct sample_store {
       caf::actor_system_config cfg;
       aa::configure(cfg);
       caf::actor_system sys{cfg};
-      auto accounts = aa::event_filter::aggregate_type("account");
+      auto accounts = aa::event_filter::aggregate_type<bank::account>();
       std::vector<aa::projection> projections;
       projections.push_back(
         aa::spawn_projection(sys, journal, std::make_shared<bank::balances_projection>(),
@@ -77,12 +77,10 @@ struct sample_store {
                              {.name = "statement", .path = path, .filter = accounts}));
       {
         aa::host h{sys, journal, journal->snapshots()};
-        checked(h.register_aggregate<bank::account>("account", {.snapshot_every = 2}),
-                "registering account");
-        checked(
-          h.register_aggregate<bank::transfer>("transfer", {}, [&h] { return bank::transfer{&h}; }),
-          "registering transfer");
-        checked(h.register_aggregate<match::football_match>("match"), "registering match");
+        checked(h.register_aggregate<bank::account>({.snapshot_every = 2}), "registering account");
+        checked(h.register_aggregate<bank::transfer>({}, [&h] { return bank::transfer{&h}; }),
+                "registering transfer");
+        checked(h.register_aggregate<match::football_match>(), "registering match");
         checked(h.ask<bank::account>("acc-1", bank::open{"Ada"}), "open acc-1");
         pause();
         checked(h.ask<bank::account>("acc-1", bank::deposit{100}), "deposit 100");

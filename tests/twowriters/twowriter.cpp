@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     config cfg;
     caf::actor_system sys{cfg};
     annals::actors::host h{sys, *journal};
-    if (auto err = h.register_aggregate<bank::account>("account")) {
+    if (auto err = h.register_aggregate<bank::account>()) {
       std::cerr << annals::render(err) << '\n';
       return 2;
     }
@@ -77,10 +77,11 @@ int main(int argc, char** argv) {
     if (!std::getline(std::cin, go))
       return 2;
     for (long i = 0; i < deposits; ++i) {
-      annals::actors::command_options key{std::to_string(first_amount) + "/" + std::to_string(i)};
+      auto key = std::to_string(first_amount) + "/" + std::to_string(i);
       for (int attempt = 1; attempt <= max_attempts_per_deposit; ++attempt) {
         auto r =
-          h.ask<bank::account>(id, bank::deposit{first_amount + i}, std::chrono::seconds{60}, key);
+          h.ask<bank::account>(id, bank::deposit{first_amount + i},
+                               {.timeout = std::chrono::seconds{60}, .idempotency_key = key});
         if (r) {
           ++ok;
           max_attempts = std::max(max_attempts, attempt);

@@ -75,10 +75,10 @@ void add_account_routes(bank_context& ctx) {
     });
   }
   routes.add("GET", {"accounts", "*", "events"}, [&ctx](req_t req, args_t a, resp_t respond) {
-    events_route(ctx, req, "account", a[0], respond);
+    events_route(ctx, req, bank::account::name, a[0], respond);
   });
   routes.add("GET", {"accounts", "*", "state"}, [&ctx](req_t req, args_t a, resp_t respond) {
-    state_route<bank::account>(ctx, req, "account", a[0], respond);
+    state_route<bank::account>(ctx, req, bank::account::name, a[0], respond);
   });
   routes.add("GET", {"accounts"}, [&ctx](req_t req, args_t, resp_t respond) {
     auto after = req.query.count("after") ? req.query.at("after") : std::string{};

@@ -30,13 +30,13 @@ std::map<unsigned, std::uint64_t> bank_context::responses_by_status() const {
   return responses_by_status_;
 }
 
-aa::command_options bank_context::command_opts(const http::request& req) const {
+std::string bank_context::idempotency_key(const http::request& req) const {
   auto key = req.header("idempotency-key");
   if (key.empty())
-    return {};
+    return key;
   if (auto err = aa::host::check_id(key, "Idempotency-Key"))
     throw api_error{400, "invalid_idempotency_key", annals::context_of(err)};
-  return aa::command_options{key};
+  return key;
 }
 
 void bank_context::on_worker(http::responder& respond, std::function<http::response()> job) {

@@ -60,9 +60,9 @@ struct bank_context {
   /// The responses counted so far, by status.
   std::map<unsigned, std::uint64_t> responses_by_status() const;
 
-  /// The command options of `req`: its Idempotency-Key header as the command id; 400
+  /// The Idempotency-Key header of `req` (empty without one); 400
   /// "invalid_idempotency_key" for a key the host refuses.
-  annals::actors::command_options command_opts(const http::request& req) const;
+  std::string idempotency_key(const http::request& req) const;
 
   /// Sends `cmd` to aggregate `id` of type `A` and answers with `status` and
   /// `to_json(reply)`, or the error reply's JSON error.
@@ -70,15 +70,15 @@ struct bank_context {
   void command(const http::request& req, const std::string& id, C cmd, unsigned status, F to_json,
                http::responder& respond) {
     using R = annals::reply_t<A, C>;
-    host->ask_async<A>(
-      id, std::move(cmd), opts.command_timeout,
-      [respond, status, to_json](caf::expected<R> r) mutable {
-        if (r)
-          respond(json_response(status, to_json(*r)));
-        else
-          respond(error_response(r.error()));
-      },
-      command_opts(req));
+    auto key = idempotency_key(req);
+    host->ask_async<A>(id, std::move(cmd),
+                       [respond, status, to_json](caf::expected<R> r) mutable {
+                         if (r)
+                           respond(json_response(status, to_json(*r)));
+                         else
+                           respond(error_response(r.error()));
+                       },
+                       {.timeout = opts.command_timeout, .idempotency_key = key});
   }
 
   /// Runs `job` on a query worker and answers with what it returns; an `api_error` it throws

@@ -20,7 +20,7 @@ void events_route(bank_context& ctx, const http::request& req, const std::string
   auto from = query_number(req, "from", 1, 1, std::numeric_limits<std::int64_t>::max());
   auto limit = query_number(req, "limit", 100, 1, 1000);
   ctx.on_worker(respond, [&ctx, type, id, from, limit] {
-    auto pid = annals::actors::host::persistence_id(type, id);
+    auto pid = annals::persistence_id{type, id}.str();
     auto rows = ap::wait_for<std::vector<ap::event_record>>(
       [&](auto cb) {
         ctx.journal->read_stream(pid, from, std::numeric_limits<std::uint64_t>::max(), limit,

@@ -11,6 +11,7 @@
 
 #include "annals/error.hpp"
 #include "annals/persistence/replay.hpp"
+#include "annals/persistence_id.hpp"
 #include "service/bank/context.hpp"
 #include "service/bank/request_fields.hpp"
 
@@ -35,7 +36,7 @@ void state_route(bank_context& ctx, const http::request& req, const std::string&
               ? query_number(req, "at", 0, 1, std::numeric_limits<std::int64_t>::max())
               : all;
   ctx.on_worker(respond, [&ctx, type, id, at] {
-    auto pid = annals::actors::host::persistence_id(type, id);
+    auto pid = annals::persistence_id{type, id}.str();
     auto past = annals::persistence::replay_state<A>(*ctx.journal, pid, at);
     if (!past) {
       if (annals::is(past.error(), annals::errc::invalid_argument))

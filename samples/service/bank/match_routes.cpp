@@ -109,10 +109,10 @@ void add_match_routes(bank_context& ctx) {
       [id](const match::match_view& v) { return match_json(id, v.state, v.version); }, respond);
   });
   routes.add("GET", {"matches", "*", "events"}, [&ctx](req_t req, args_t a, resp_t respond) {
-    events_route(ctx, req, "match", a[0], respond);
+    events_route(ctx, req, match::football_match::name, a[0], respond);
   });
   routes.add("GET", {"matches", "*", "state"}, [&ctx](req_t req, args_t a, resp_t respond) {
-    state_route<match::football_match>(ctx, req, "match", a[0], respond);
+    state_route<match::football_match>(ctx, req, match::football_match::name, a[0], respond);
   });
   routes.add("GET", {"matches"}, [&ctx](req_t req, args_t, resp_t respond) {
     ctx.on_worker(respond, [&ctx, req] {

@@ -37,7 +37,7 @@ void add_transfer_routes(bank_context& ctx) {
       [id](const bank::transfer_state& t) { return transfer_json(id, t); }, respond);
   });
   routes.add("GET", {"transfers", "*", "events"}, [&ctx](req_t req, args_t a, resp_t respond) {
-    events_route(ctx, req, "transfer", a[0], respond);
+    events_route(ctx, req, bank::transfer::name, a[0], respond);
   });
 }
 

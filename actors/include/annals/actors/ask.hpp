@@ -50,10 +50,9 @@ class [[nodiscard]] ask_awaiter {
 public:
   using reply_type = reply_t<A, C>;
 
-  ask_awaiter(host& h, std::string id, C cmd, std::chrono::milliseconds timeout,
-              command_options opts)
-    : host_(h), id_(std::move(id)), cmd_(std::move(cmd)), timeout_(timeout),
-      opts_(std::move(opts)) {}
+  ask_awaiter(host& h, std::string id, C cmd, const command_options& opts)
+    : host_(h), id_(std::move(id)), cmd_(std::move(cmd)), timeout_(opts.timeout),
+      idempotency_key_(opts.idempotency_key), correlation_id_(opts.correlation_id) {}
 
   bool await_ready() const noexcept {
     return false;
@@ -66,17 +65,18 @@ public:
         "annals::actors::ask awaited outside an aggregate handler or run_task"};
     auto self = ctx->self;
     auto after = ctx->after_resume;
-    host_.request<A>(
-      self, id_, std::move(cmd_), timeout_,
-      [this, h, self, after](caf::expected<reply_type> r) {
-        result_.emplace(std::move(r));
-        detail::actor_context resumed{self, after};
-        detail::context_guard guard{&resumed};
-        h.resume();
-        if (after)
-          after();
-      },
-      std::move(opts_));
+    host_.request<A>(self, id_, std::move(cmd_),
+                     [this, h, self, after](caf::expected<reply_type> r) {
+                       result_.emplace(std::move(r));
+                       detail::actor_context resumed{self, after};
+                       detail::context_guard guard{&resumed};
+                       h.resume();
+                       if (after)
+                         after();
+                     },
+                     {.timeout = timeout_,
+                      .idempotency_key = idempotency_key_,
+                      .correlation_id = correlation_id_});
   }
 
   caf::expected<reply_type> await_resume() {
@@ -88,17 +88,18 @@ private:
   std::string id_;
   C cmd_;
   std::chrono::milliseconds timeout_;
-  command_options opts_;
+  // Owned copies: the options' views may point at temporaries of the co_await expression.
+  std::string idempotency_key_;
+  std::string correlation_id_;
   std::optional<caf::expected<reply_type>> result_;
 };
 
 /// Asks aggregate `id` of type `A` from inside a coroutine run by an actor; the result is
-/// the reply or its error, never an exception.
+/// the reply or its error, never an exception. `opts` as for `host::ask`.
 template <aggregate_type A, class C>
-requires handles<A, C> ask_awaiter<A, C>
-ask(host& h, std::string id, C cmd, std::chrono::milliseconds timeout = std::chrono::seconds{10},
-    command_options opts = {}) {
-  return {h, std::move(id), std::move(cmd), timeout, std::move(opts)};
+requires handles<A, C> ask_awaiter<A, C> ask(host& h, std::string id, C cmd,
+                                             const command_options& opts = {}) {
+  return {h, std::move(id), std::move(cmd), opts};
 }
 
 /// Runs `t` inside actor `self` until it finishes; `co_await ask(...)` works in it. The

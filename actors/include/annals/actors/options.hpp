@@ -13,7 +13,7 @@ namespace annals::actors {
 /// How the runtime treats the aggregates of one type.
 ///
 /// ```cpp
-/// host.register_aggregate<bank::account>("account", {.snapshot_every = 100,
+/// auto err = host.register_aggregate<bank::account>({.snapshot_every = 100,
 ///                                                    .idle_timeout = std::chrono::minutes{5}});
 /// ```
 struct aggregate_options {

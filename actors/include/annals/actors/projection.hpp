@@ -17,6 +17,11 @@
 ///   the model and the offset always agree and each event is applied exactly once, also
 ///   across a crash.
 ///
+/// Most handlers fold the events of one aggregate type and derive from
+/// `typed_projection` or `typed_sqlite_projection` (typed_projection.hpp): one `on` per
+/// event type, decoding and filtering done by annals. The untyped interfaces below see
+/// every stored record as it is:
+///
 /// ```cpp
 /// class balances : public annals::actors::projection_handler {
 /// public:
@@ -31,7 +36,7 @@
 ///
 /// auto proj = annals::actors::spawn_projection(
 ///   sys, journal, std::make_shared<balances>(),
-///   {.name = "balances", .filter = event_filter::aggregate_type("account")});
+///   {.name = "balances", .filter = event_filter::aggregate_type<bank::account>()});
 /// auto st = proj.await_offset(head, std::chrono::seconds{5});  // read your writes
 /// ```
 ///
@@ -57,6 +62,7 @@
 #include "annals/actors/offset_store.hpp"
 #include "annals/error.hpp"
 #include "annals/persistence/journal.hpp"
+#include "annals/persistence_id.hpp"
 
 struct sqlite3;
 
@@ -86,7 +92,7 @@ constexpr std::string_view error_category(projection_errc) {
 /// projection's offset (offsets are global), they just skip the handler.
 ///
 /// ```cpp
-/// auto f = event_filter::aggregate_type("account");  // persistence ids "account|..."
+/// auto f = event_filter::aggregate_type<bank::account>();  // persistence ids "account|..."
 /// ```
 class event_filter {
 public:
@@ -104,7 +110,13 @@ public:
 
   /// Events of one aggregate type: persistence ids of the form `type|id`.
   static event_filter aggregate_type(std::string_view type) {
-    return persistence_id_prefix(std::string{type} + "|");
+    return persistence_id_prefix(persistence_id::prefix_of(type));
+  }
+
+  /// Events of aggregate type `A` (named by its `static constexpr name`).
+  template <class A>
+  static event_filter aggregate_type() {
+    return aggregate_type(std::string_view{A::name});
   }
 
   /// Events that carry `tag`.
@@ -299,8 +311,8 @@ public:
   /// if (st && st->state == annals::actors::projection_state::failed)
   ///   std::cerr << st->error << '\n';
   /// ```
-  caf::expected<projection_status> status(std::chrono::milliseconds timeout = std::chrono::seconds{
-                                            10}) const;
+  [[nodiscard]] caf::expected<projection_status>
+  status(std::chrono::milliseconds timeout = std::chrono::seconds{10}) const;
 
   /// Waits until the projection has processed `offset` (then returns its status), has
   /// failed (returns its error), or `timeout` passed (`projection_errc::timeout`).
@@ -309,12 +321,13 @@ public:
   /// auto res = journal_append(...);               // res->last_offset
   /// proj.await_offset(res->last_offset, 5s);     // the read model now shows it
   /// ```
-  caf::expected<projection_status> await_offset(std::uint64_t offset,
-                                                std::chrono::milliseconds timeout) const;
+  [[nodiscard]] caf::expected<projection_status>
+  await_offset(std::uint64_t offset, std::chrono::milliseconds timeout) const;
 
   /// Clears the model (`reset`), stores offset 0 and replays the whole journal; also
   /// restarts a failed projection. Returns once the reset is done (not the replay).
-  caf::error rebuild(std::chrono::milliseconds timeout = std::chrono::seconds{10}) const;
+  [[nodiscard]] caf::error rebuild(std::chrono::milliseconds timeout = std::chrono::seconds{
+                                     10}) const;
 
   /// Stops the projection after the batch in progress and waits (at most 30 s) until its
   /// actor has ended, so that a projection restarted under the same name never overlaps

@@ -9,10 +9,10 @@
 /// int main(int argc, char** argv) {
 ///   if (argc > 1 && std::string_view{argv[1]} == "admin") {
 ///     annals::tools::cli tool{"annals-bank admin"};
-///     tool.register_aggregate<bank::account>("account");   // enables `state`
+///     tool.register_aggregate<bank::account>();            // enables `state`
 ///     tool.register_projection(                             // enables `rebuild`
 ///       "balances", [] { return std::make_shared<bank::balances_projection>(); },
-///       annals::actors::event_filter::aggregate_type("account"));
+///       annals::actors::event_filter::aggregate_type<bank::account>());
 ///     return tool.run(argc - 1, argv + 1, std::cout, std::cerr);
 ///   }
 ///   ...
@@ -51,6 +51,7 @@
 
 #include "annals/actors/projection.hpp"
 #include "annals/aggregate.hpp"
+#include "annals/named_aggregate.hpp"
 #include "annals/persistence/journal.hpp"
 #include "annals/persistence/replay.hpp"
 
@@ -77,13 +78,13 @@ public:
   /// `annals-bank admin`.
   explicit cli(std::string program_name);
 
-  /// Enables `state` for the streams `type_name|<id>`: replays them with `A::codec_type`
+  /// Enables `state` for the streams `A::name|<id>`: replays them with `A::codec_type`
   /// into `A::state_type` and prints the state through `boost::json::value_from` (which
   /// works for a state declared with `BOOST_DESCRIBE_STRUCT`).
-  template <aggregate_type A>
-  void register_aggregate(std::string type_name) {
+  template <named_aggregate A>
+  void register_aggregate() {
     register_replay(
-      std::move(type_name),
+      std::string{aggregate_name<A>()},
       [](persistence::journal& journal, const std::string& persistence_id,
          std::uint64_t up_to_seq) -> caf::expected<replayed_json> {
         auto r = persistence::replay_state<A>(journal, persistence_id, up_to_seq);
