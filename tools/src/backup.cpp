@@ -15,12 +15,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void remove_database_files(const std::string& path) {
-  std::error_code ec;
-  for (const char* suffix : {"", "-wal", "-shm", "-journal"})
-    fs::remove(path + suffix, ec);
-}
-
 // Copies every page of `src` into `dest` with SQLite's online backup. One step copies the
 // whole file under one read transaction: a consistent snapshot that a writer in WAL mode
 // never waits for, and that later commits cannot invalidate halfway.

@@ -117,11 +117,8 @@ int import_log(const args_list& in, std::istream& input, std::ostream& out) {
     const std::string& path;
     const bool& committed;
     ~cleanup() {
-      if (active && !committed) {
-        std::error_code e;
-        for (const char* suffix : {"", "-wal", "-shm"})
-          fs::remove(path + suffix, e);
-      }
+      if (active && !committed)
+        remove_database_files(path);
     }
   } undo{create, path, committed};
   {

@@ -32,6 +32,12 @@ std::string sqlite_message(sqlite3* db, int rc, const std::string& what, const s
   }
 }
 
+void remove_database_files(const std::string& path) {
+  std::error_code ec;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+    fs::remove(path + suffix, ec);
+}
+
 connection open_connection(const std::string& path, int flags, int busy_ms) {
   sqlite3* raw = nullptr;
   auto rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);

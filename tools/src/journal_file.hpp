@@ -90,6 +90,10 @@ inline const std::string separator_position =
 /// SQLITE_BUSY and SQLITE_LOCKED, SQLite's own words otherwise.
 std::string sqlite_message(sqlite3* db, int rc, const std::string& what, const std::string& path);
 
+/// Removes a SQLite database file and its `-wal`, `-shm` and `-journal` companions, if
+/// there (errors ignored: used to clean up files the tool itself created).
+void remove_database_files(const std::string& path);
+
 /// Runs `sql` (several statements allowed); throws `failure`.
 void exec(sqlite3* db, const std::string& sql, const std::string& path);
 

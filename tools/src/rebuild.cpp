@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <optional>
 
 #include <caf/actor_system.hpp>
@@ -20,17 +19,7 @@
 
 namespace annals::tools::detail {
 
-namespace fs = std::filesystem;
-
-// -- rebuild ----------------------------------------------------------------------------
-
 namespace {
-
-void remove_database_files(const std::string& path) {
-  std::error_code ec;
-  for (const char* suffix : {"", "-wal", "-shm", "-journal"})
-    fs::remove(path + suffix, ec);
-}
 
 std::string sql_identifier(std::string_view identifier) {
   std::string out = "\"";
