@@ -613,9 +613,9 @@ TEST_CASE("a retry whose recompute meets an event that does not decode fails wit
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal, snapshots, {.warn = [](std::string_view) {}}};
-  REQUIRE_FALSE(h.register_aggregate<account>("account", {.snapshot_every = 10}));
+  REQUIRE_FALSE(h.register_aggregate<account>({.snapshot_every = 10}));
   // The retry of "k" re-runs its command on events 1..1, which do not decode.
-  auto retried = h.ask<account>("x", bank::deposit{5}, 10s, annals::actors::command_options{"k"});
+  auto retried = h.ask<account>("x", bank::deposit{5}, {.timeout = 10s, .idempotency_key = "k"});
   REQUIRE_FALSE(retried);
   CHECK(annals::is(retried.error(), ap::journal_errc::corrupt_row));
   CHECK_THAT(annals::render(retried.error()), Catch::Contains("account|x, seq 1"));
