@@ -4,7 +4,8 @@
 // input, then makes its deposits one after the other. A deposit that fails with
 // journal.conflict (the other process appended first) is sent again: the aggregate
 // re-reads its tail after a failed append, so the retry builds on the other process's
-// events. Any other failure is retried too, a bounded number of times.
+// events. Any other failure is retried too, a bounded number of times. Both processes
+// open the journal with `owner_lock` off: a service would refuse the second one.
 //
 // usage: annals_twowriter <journal file> <account id> <deposits> <first amount>
 //
@@ -50,7 +51,10 @@ int main(int argc, char** argv) {
   std::string id = argv[2];
   long deposits = std::stol(argv[3]);
   std::int64_t first_amount = std::stoll(argv[4]);
-  auto journal = annals::persistence::sqlite_journal::open({.path = path, .must_exist = true});
+  // Without the owner lock, which would refuse the second process: what is tested here is
+  // the journal's own detection of a second writer.
+  auto journal = annals::persistence::sqlite_journal::open(
+    {.path = path, .must_exist = true, .owner_lock = false});
   if (!journal) {
     std::cerr << annals::render(journal.error()) << '\n';
     return 2;

@@ -51,6 +51,13 @@ caf::expected<std::unique_ptr<writer_state>> open_writer(const sqlite_options& o
     if (auto err = check_existing_file(path, opts.busy_timeout))
       return err;
   auto w = std::make_unique<writer_state>();
+  // Before the writer's connection: a second owner is refused before it touches the file.
+  if (opts.owner_lock) {
+    auto lock = owner_lock::acquire(path);
+    if (!lock)
+      return std::move(lock.error());
+    w->owner = std::move(*lock);
+  }
   w->path = path;
   w->keep_snapshots = opts.keep_snapshots;
   w->seq_cache_entries = std::max<std::size_t>(opts.seq_cache_entries, 1);

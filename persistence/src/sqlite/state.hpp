@@ -23,6 +23,7 @@
 #include "annals/persistence/audit.hpp"
 #include "annals/persistence/sqlite_journal.hpp"
 #include "sqlite/handles.hpp"
+#include "sqlite/owner_lock.hpp"
 
 namespace annals::persistence::sqlite {
 
@@ -52,6 +53,8 @@ using read_task = std::function<void(reader_state&)>;
 
 /// Everything the writer thread owns; no other thread touches it.
 struct writer_state {
+  // Declared first, so released last: after the connection has closed.
+  owner_lock owner;
   std::string path;
   std::size_t keep_snapshots = 2;
   std::size_t seq_cache_entries = 0;

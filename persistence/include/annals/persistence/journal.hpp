@@ -44,9 +44,10 @@ enum class journal_errc : std::uint8_t {
   invalid_request, ///< e.g. an empty persistence id or an append without events
   read_only,       ///< the backend refuses writes
   too_large,       ///< an append over the journal's size limit; nothing was written
+  owned,           ///< another process (or journal object) owns the file; see sqlite_options
 };
 BOOST_DESCRIBE_ENUM(journal_errc, conflict, storage_error, disk_full, corrupt_row, not_a_journal,
-                    newer_schema, closed, invalid_request, read_only, too_large)
+                    newer_schema, closed, invalid_request, read_only, too_large, owned)
 constexpr std::string_view error_category(journal_errc) {
   return "journal";
 }

@@ -24,6 +24,9 @@
 ///   projections never stall writes and no caller ever blocks on SQLite I/O.
 /// - The file is an annals journal only if its `application_id` says so; a file that is
 ///   not one, or one with a newer schema version, is refused without writing to it.
+/// - **One owner**: a writer takes an exclusive owner lock (`sqlite_options::owner_lock`);
+///   a second writer on the same file, in any process, is refused with
+///   `journal_errc::owned`, naming the process that owns it.
 /// - **Read-only mode** (`sqlite_options::read_only`, `open_read_only`): reader threads
 ///   only, on read-only connections, for a file another process may be writing; no schema
 ///   change and no write, ever.
@@ -78,6 +81,16 @@ struct sqlite_options {
   /// and be an annals journal of any schema version up to this build's, or `open` fails
   /// (`storage_error` for a missing file, `not_a_journal`, `newer_schema`).
   bool read_only = false;
+  /// Take the journal's owner lock (a writer only; a read-only journal never takes it):
+  /// an exclusive `flock` on the file `PATH.owner` beside the journal, held until `close`
+  /// and released by the kernel when the process ends, however it ends (`kill -9`
+  /// included; the file may stay, the lock does not). The file names the owner (pid,
+  /// host, program, start time). While one journal holds it, `open` of the same file in
+  /// any process, this one included, fails with `journal_errc::owned`, naming the file
+  /// and that owner: one process at a time owns a SQLite journal, and several processes
+  /// need a networked journal. Turn it off only to test what the journal does with two
+  /// writers (it still detects their conflicting appends; see docs/journal.md).
+  bool owner_lock = true;
   /// How long a connection waits for another connection's lock (the writer for another
   /// process's write transaction; a read-only journal while opening).
   std::chrono::milliseconds busy_timeout{10'000};
@@ -145,8 +158,9 @@ public:
   /// Fails with `journal_errc::not_a_journal` if the file exists but is not an annals
   /// journal (a SQLite file of another application, or not SQLite at all), with
   /// `journal_errc::newer_schema` if a newer annals wrote it, and with
-  /// `journal_errc::storage_error` if SQLite cannot open it; in all those cases the file
-  /// is left exactly as it was.
+  /// `journal_errc::storage_error` if SQLite cannot open it, and with `journal_errc::owned`
+  /// if another journal (in any process) owns the file; in all those cases the file is
+  /// left exactly as it was.
   static caf::expected<std::shared_ptr<sqlite_journal>> open(sqlite_options opts);
 
   /// `open` with `read_only` set: the journal at `path`, for reading only, waiting at most
