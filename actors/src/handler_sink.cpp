@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "internal/offsets_table.hpp"
+
 namespace annals::actors::internal {
 
 namespace {
@@ -20,6 +22,13 @@ public:
   batch_outcome apply(std::span<const persistence::event_record> batch,
                       std::uint64_t prev) override {
     batch_outcome out{prev, 0, {}};
+    // Another instance of this projection sharing the store (another process) moves the
+    // offset: this one stops before handing it events that instance has applied already.
+    if (auto stored = offsets_->load(name_); !stored || *stored != prev) {
+      out.err = stored ? offset_moved_error(name_, "its offset store", prev, *stored)
+                       : std::move(stored.error());
+      return out;
+    }
     for (const auto& rec : batch) {
       if (filter_.matches(rec)) {
         try {
@@ -33,8 +42,14 @@ public:
       out.last_good = rec.offset;
     }
     if (out.last_good != prev) {
-      if (auto err = offsets_->save(name_, out.last_good); err && !out.err)
+      // A moved offset is the cause of whatever the handler ran into, so it is reported
+      // first; any other failure to store comes after the handler's.
+      if (auto err = offsets_->advance(name_, prev, out.last_good);
+          err && (!out.err || is(err, projection_errc::offset_moved))) {
+        if (is(err, projection_errc::offset_moved))
+          out.last_good = prev; // nothing was stored: this instance stays where it was
         out.err = std::move(err);
+      }
     }
     return out;
   }

@@ -1,5 +1,7 @@
 #include "annals/actors/offset_store.hpp"
 
+#include <optional>
+
 #include <sqlite3.h>
 
 #include "annals/actors/projection.hpp"
@@ -8,6 +10,16 @@
 namespace annals::actors {
 
 offset_store::~offset_store() = default;
+
+caf::error offset_store::advance(const std::string& projection, std::uint64_t expected,
+                                 std::uint64_t offset) {
+  auto stored = load(projection);
+  if (!stored)
+    return std::move(stored.error());
+  if (*stored != expected)
+    return internal::offset_moved_error(projection, "its offset store", expected, *stored);
+  return save(projection, offset);
+}
 
 memory_offset_store::memory_offset_store() = default;
 memory_offset_store::~memory_offset_store() = default;
@@ -24,16 +36,30 @@ caf::error memory_offset_store::save(const std::string& projection, std::uint64_
   return {};
 }
 
+caf::error memory_offset_store::advance(const std::string& projection, std::uint64_t expected,
+                                        std::uint64_t offset) {
+  std::lock_guard guard{mtx_};
+  auto& stored = offsets_[projection];
+  if (stored != expected)
+    return internal::offset_moved_error(projection, "its memory offset store", expected, stored);
+  stored = offset;
+  return {};
+}
+
 struct sqlite_offset_store::impl {
   std::string path;
   std::mutex mtx; // one connection, used by every projection sharing the store
   sqlite3* db = nullptr;
   sqlite3_stmt* select = nullptr;
   sqlite3_stmt* upsert = nullptr;
+  sqlite3_stmt* update = nullptr; // compare-and-set
+  sqlite3_stmt* insert = nullptr; // a first offset
 
   ~impl() {
     sqlite3_finalize(select);
     sqlite3_finalize(upsert);
+    sqlite3_finalize(update);
+    sqlite3_finalize(insert);
     sqlite3_close_v2(db);
   }
 
@@ -57,6 +83,10 @@ sqlite_offset_store::open(sqlite_offset_store_options opts) {
     return st->fail("cannot create table projection_offsets");
   if (sqlite3_prepare_v2(st->db, internal::select_offset_sql, -1, &st->select, nullptr) != SQLITE_OK
       || sqlite3_prepare_v2(st->db, internal::upsert_offset_sql, -1, &st->upsert, nullptr)
+           != SQLITE_OK
+      || sqlite3_prepare_v2(st->db, internal::advance_offset_sql, -1, &st->update, nullptr)
+           != SQLITE_OK
+      || sqlite3_prepare_v2(st->db, internal::insert_offset_sql, -1, &st->insert, nullptr)
            != SQLITE_OK)
     return st->fail("cannot prepare the offset statements");
   return std::shared_ptr<sqlite_offset_store>{new sqlite_offset_store{std::move(st)}};
@@ -95,6 +125,40 @@ caf::error sqlite_offset_store::save(const std::string& projection, std::uint64_
   sqlite3_reset(stmt);
   sqlite3_clear_bindings(stmt);
   return result;
+}
+
+caf::error sqlite_offset_store::advance(const std::string& projection, std::uint64_t expected,
+                                        std::uint64_t offset) {
+  {
+    std::lock_guard guard{impl_->mtx};
+    // Whether `stmt` changed the row; nothing if it failed.
+    auto cas = [&](sqlite3_stmt* stmt) -> std::optional<bool> {
+      sqlite3_bind_text(stmt, 1, projection.data(), static_cast<int>(projection.size()),
+                        SQLITE_TRANSIENT);
+      sqlite3_bind_int64(stmt, 2, static_cast<sqlite3_int64>(offset));
+      if (sqlite3_bind_parameter_count(stmt) >= 3)
+        sqlite3_bind_int64(stmt, 3, static_cast<sqlite3_int64>(expected));
+      auto rc = sqlite3_step(stmt);
+      auto changed = sqlite3_changes(impl_->db) == 1;
+      sqlite3_reset(stmt);
+      sqlite3_clear_bindings(stmt);
+      if (rc != SQLITE_DONE)
+        return std::nullopt;
+      return changed;
+    };
+    auto done = cas(impl_->update);
+    if (done && !*done && expected == 0)
+      done = cas(impl_->insert);
+    if (!done)
+      return impl_->fail("cannot store offset " + std::to_string(offset) + " of '" + projection
+                         + "'");
+    if (*done)
+      return {};
+  }
+  auto stored = load(projection);
+  if (!stored)
+    return std::move(stored.error());
+  return internal::offset_moved_error(projection, impl_->path, expected, *stored);
 }
 
 } // namespace annals::actors

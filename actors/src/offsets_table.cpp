@@ -5,6 +5,8 @@
 #include <sqlite3.h>
 
 #include "annals/actors/offset_store.hpp"
+#include "annals/actors/projection.hpp"
+#include "internal/offsets_table.hpp"
 
 namespace annals::actors {
 
@@ -25,5 +27,21 @@ bool create_offsets_table(sqlite3* db, bool fsync, std::chrono::milliseconds bus
   }
   return true;
 }
+
+namespace internal {
+
+caf::error offset_moved_error(const std::string& name, const std::string& where,
+                              std::uint64_t expected, std::optional<std::uint64_t> stored) {
+  return make_error(projection_errc::offset_moved,
+                    "projection '" + name + "': its stored offset in '" + where + "' is "
+                      + (stored ? std::to_string(*stored) : std::string{"gone"}) + ", not "
+                      + std::to_string(expected)
+                      + " as this instance left it: another instance of the projection "
+                        "writes the same model (another process on the same file?); this "
+                        "one stops at offset "
+                      + std::to_string(expected));
+}
+
+} // namespace internal
 
 } // namespace annals::actors

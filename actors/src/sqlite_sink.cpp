@@ -1,3 +1,4 @@
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -65,12 +66,12 @@ public:
         || !savepoint_.prepare(db_, "SAVEPOINT annals_event")
         || !release_.prepare(db_, "RELEASE annals_event")
         || !rollback_to_.prepare(db_, "ROLLBACK TO annals_event")
-        || !select_.prepare(db_, select_offset_sql) || !upsert_.prepare(db_, upsert_offset_sql))
+        || !select_.prepare(db_, select_offset_sql) || !upsert_.prepare(db_, upsert_offset_sql)
+        || !advance_.prepare(db_, advance_offset_sql) || !insert_.prepare(db_, insert_offset_sql))
       return fail("cannot prepare statements");
-    sqlite3_bind_text(select_.get(), 1, opts_.name.data(), static_cast<int>(opts_.name.size()),
-                      SQLITE_TRANSIENT);
-    sqlite3_bind_text(upsert_.get(), 1, opts_.name.data(), static_cast<int>(opts_.name.size()),
-                      SQLITE_TRANSIENT);
+    for (auto* st : {&select_, &upsert_, &advance_, &insert_})
+      sqlite3_bind_text(st->get(), 1, opts_.name.data(), static_cast<int>(opts_.name.size()),
+                        SQLITE_TRANSIENT);
     if (!begin_.run())
       return fail("cannot begin the schema transaction");
     try {
@@ -86,14 +87,10 @@ public:
       rollback();
       return err;
     }
-    std::uint64_t offset = 0;
-    auto rc = sqlite3_step(select_.get());
-    if (rc == SQLITE_ROW)
-      offset = static_cast<std::uint64_t>(sqlite3_column_int64(select_.get(), 0));
-    sqlite3_reset(select_.get());
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-      return fail("cannot read the stored offset");
-    return offset;
+    auto stored = stored_offset();
+    if (!stored)
+      return std::move(stored.error());
+    return stored->value_or(0);
   }
 
   batch_outcome apply(std::span<const persistence::event_record> batch,
@@ -101,6 +98,16 @@ public:
     batch_outcome out{prev, 0, {}};
     if (!begin_.run()) {
       out.err = fail("cannot begin a transaction");
+      return out;
+    }
+    // Read under the write lock (BEGIN IMMEDIATE), before any event: if another instance of
+    // this projection (another process on the same file) has moved the offset, this one
+    // stops here instead of applying events that instance has applied already.
+    auto stored = stored_offset();
+    if (!stored || stored->value_or(0) != prev) {
+      out.err = stored ? offset_moved_error(opts_.name, opts_.path, prev, *stored)
+                       : std::move(stored.error());
+      rollback();
       return out;
     }
     for (const auto& rec : batch) {
@@ -139,9 +146,8 @@ public:
       return out;
     }
     if (out.last_good != prev) {
-      sqlite3_bind_int64(upsert_.get(), 2, static_cast<sqlite3_int64>(out.last_good));
-      if (!upsert_.run()) {
-        out.err = fail("cannot store offset " + std::to_string(out.last_good));
+      if (auto err = advance(prev, out.last_good)) {
+        out.err = std::move(err);
         rollback();
         out.last_good = prev;
         out.applied = 0;
@@ -178,6 +184,46 @@ public:
   }
 
 private:
+  /// The offset stored for this projection; none if it has no row.
+  caf::expected<std::optional<std::uint64_t>> stored_offset() {
+    std::optional<std::uint64_t> offset;
+    auto rc = sqlite3_step(select_.get());
+    if (rc == SQLITE_ROW)
+      offset = static_cast<std::uint64_t>(sqlite3_column_int64(select_.get(), 0));
+    sqlite3_reset(select_.get());
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+      return fail("cannot read the stored offset");
+    return offset;
+  }
+
+  /// Moves the stored offset from `prev` to `next` by compare-and-set, inside the batch's
+  /// transaction.
+  caf::error advance(std::uint64_t prev, std::uint64_t next) {
+    // Whether `st` changed the row; nothing if it failed.
+    auto cas = [this](statement& st, std::uint64_t from, std::uint64_t to) -> std::optional<bool> {
+      sqlite3_bind_int64(st.get(), 2, static_cast<sqlite3_int64>(to));
+      if (sqlite3_bind_parameter_count(st.get()) >= 3)
+        sqlite3_bind_int64(st.get(), 3, static_cast<sqlite3_int64>(from));
+      auto rc = sqlite3_step(st.get());
+      auto changed = sqlite3_changes(db_) == 1;
+      sqlite3_reset(st.get());
+      if (rc != SQLITE_DONE)
+        return std::nullopt;
+      return changed;
+    };
+    auto done = cas(advance_, prev, next);
+    if (done && !*done && prev == 0)
+      done = cas(insert_, prev, next);
+    if (!done)
+      return fail("cannot store offset " + std::to_string(next));
+    if (*done)
+      return {};
+    auto stored = stored_offset();
+    if (!stored)
+      return std::move(stored.error());
+    return offset_moved_error(opts_.name, opts_.path, prev, *stored);
+  }
+
   bool exec(const char* sql) {
     return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) == SQLITE_OK;
   }
@@ -196,7 +242,8 @@ private:
   sqlite_projection_options opts_;
   std::shared_ptr<sqlite_projection_handler> handler_;
   sqlite3* db_ = nullptr;
-  statement begin_, commit_, savepoint_, release_, rollback_to_, select_, upsert_;
+  statement begin_, commit_, savepoint_, release_, rollback_to_, select_, upsert_, advance_,
+    insert_;
 };
 
 } // namespace

@@ -1,6 +1,16 @@
 #pragma once
 
 // The table `projection_offsets` in SQLite: one row per projection, its last offset.
+//
+// A projection advances its row by compare-and-set (`advance_offset_sql`, or
+// `insert_offset_sql` for its first offset): two instances of one projection writing one
+// model, e.g. two processes on one database file, cannot both advance from the same offset.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <caf/error.hpp>
 
 namespace annals::actors::internal {
 
@@ -8,9 +18,23 @@ namespace annals::actors::internal {
 inline constexpr const char* select_offset_sql =
   "SELECT \"offset\" FROM projection_offsets WHERE name = ?1";
 
-/// Stores offset `?2` of projection `?1`.
+/// Stores offset `?2` of projection `?1` whatever the row held: for a reset only.
 inline constexpr const char* upsert_offset_sql =
   "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) "
   "ON CONFLICT(name) DO UPDATE SET \"offset\" = excluded.\"offset\"";
+
+/// Moves projection `?1` from offset `?3` to `?2`; changes no row if it is not at `?3`.
+inline constexpr const char* advance_offset_sql =
+  "UPDATE projection_offsets SET \"offset\" = ?2 WHERE name = ?1 AND \"offset\" = ?3";
+
+/// Stores the first offset `?2` of projection `?1`; changes no row if it has one.
+inline constexpr const char* insert_offset_sql =
+  "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING";
+
+/// `projection_errc::offset_moved`: projection `name` found its stored offset in `where` at
+/// `stored` (none: no row) while it had processed up to `expected`, so another instance
+/// writes the same model, and this one stops at `expected`.
+caf::error offset_moved_error(const std::string& name, const std::string& where,
+                              std::uint64_t expected, std::optional<std::uint64_t> stored);
 
 } // namespace annals::actors::internal

@@ -46,8 +46,19 @@ public:
   /// The stored offset of `projection`: the last event it has processed, 0 if none.
   virtual caf::expected<std::uint64_t> load(const std::string& projection) = 0;
 
-  /// Stores `offset` as the last event `projection` has processed.
+  /// Stores `offset` as the last event `projection` has processed, whatever was stored
+  /// (a projection's reset stores 0 this way).
   virtual caf::error save(const std::string& projection, std::uint64_t offset) = 0;
+
+  /// Compare-and-set: stores `offset` for `projection` if the stored offset is still
+  /// `expected` (0 also matches a projection with none stored); otherwise stores nothing and
+  /// fails with `projection_errc::offset_moved`, naming both offsets. A projection advances
+  /// its offset this way after each batch, so that of two instances of one projection
+  /// sharing a store (two processes), the second one to advance stops. The default runs
+  /// `load` then `save`, atomic only against this process's own projections; the stores
+  /// below override it with one atomic step.
+  virtual caf::error advance(const std::string& projection, std::uint64_t expected,
+                             std::uint64_t offset);
 };
 
 using offset_store_ptr = std::shared_ptr<offset_store>;
@@ -67,6 +78,8 @@ public:
 
   caf::expected<std::uint64_t> load(const std::string& projection) override;
   caf::error save(const std::string& projection, std::uint64_t offset) override;
+  caf::error advance(const std::string& projection, std::uint64_t expected,
+                     std::uint64_t offset) override;
 
 private:
   std::mutex mtx_;
@@ -102,6 +115,10 @@ public:
 
   caf::expected<std::uint64_t> load(const std::string& projection) override;
   caf::error save(const std::string& projection, std::uint64_t offset) override;
+  /// One `UPDATE ... WHERE "offset" = expected` (an insert for a first offset): atomic
+  /// also against other processes that share the file.
+  caf::error advance(const std::string& projection, std::uint64_t expected,
+                     std::uint64_t offset) override;
 
   struct impl;
 

@@ -81,9 +81,11 @@ enum class projection_errc : std::uint8_t {
   journal_failed,      ///< a journal read failed or broke the offset order
   stopped,             ///< the projection is stopped
   timeout,             ///< a bounded wait ran out
+  offset_moved,        ///< the stored offset is not where this projection left it: another
+                       ///< instance writes the same model; the context names both offsets
 };
 BOOST_DESCRIBE_ENUM(projection_errc, handler_failed, offset_store_failed, read_model_failed,
-                    journal_failed, stopped, timeout)
+                    journal_failed, stopped, timeout, offset_moved)
 constexpr std::string_view error_category(projection_errc) {
   return "projection";
 }
