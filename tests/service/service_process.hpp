@@ -8,7 +8,8 @@
 // "annals-bank listening on http://127.0.0.1:PORT" line. The destructor SIGKILLs a child
 // that still runs and removes the directory, so a failed assertion leaks neither. The
 // child also gets SIGKILL when the thread that started it ends (PR_SET_PDEATHSIG), which
-// covers a test process that dies without unwinding.
+// covers a test process that dies without unwinding. A fixture made on another fixture's
+// journal starts a second service on the same file (`run_expecting_exit`).
 
 #include <fcntl.h>
 #include <signal.h>
@@ -27,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "service/http_client.hpp"
@@ -56,6 +58,15 @@ public:
     }
   }
 
+  /// Creates the directory for a service on the journal `db` (e.g. another fixture's
+  /// `db_path()`) without starting it: `run_expecting_exit` starts it.
+  explicit service_process(std::string db) : db_(std::move(db)) {
+    char pattern[] = "/tmp/annals-bank-test-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr)
+      throw std::runtime_error{std::string{"mkdtemp: "} + std::strerror(errno)};
+    dir_ = pattern;
+  }
+
   /// SIGKILLs the child if it still runs and removes the directory.
   ~service_process() {
     cleanup();
@@ -76,7 +87,33 @@ public:
 
   /// The journal file.
   std::string db_path() const {
-    return (dir_ / "bank.db").string();
+    return db_.empty() ? (dir_ / "bank.db").string() : db_;
+  }
+
+  /// The process id of the running child; -1 when none runs.
+  pid_t pid() const {
+    return pid_;
+  }
+
+  /// Starts the service and waits, up to `bound`, for it to exit without listening.
+  /// Returns its exit code (as `terminate` does); -1 if it listened or ran past `bound`
+  /// (it is then SIGKILLed).
+  int run_expecting_exit(std::chrono::milliseconds bound = std::chrono::seconds{30}) {
+    spawn();
+    auto deadline = std::chrono::steady_clock::now() + bound;
+    for (;;) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return decode(status);
+      }
+      if (output().find("annals-bank listening on") != std::string::npos
+          || std::chrono::steady_clock::now() >= deadline) {
+        kill9();
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
   }
 
   /// Whether a child was started and has not been reaped yet.
@@ -170,6 +207,11 @@ private:
   }
 
   void start() {
+    spawn();
+    wait_until_listening();
+  }
+
+  void spawn() {
     ++runs_;
     log_path_ = dir_ / ("run-" + std::to_string(runs_) + ".log");
     // Everything the child needs is prepared before fork: between fork and exec only
@@ -210,7 +252,6 @@ private:
     }
     ::close(log_fd);
     pid_ = pid;
-    wait_until_listening();
   }
 
   // Polls the log for the start-up line, bounded by `start_bound`; fails at once when the
@@ -252,6 +293,7 @@ private:
   }
 
   std::filesystem::path dir_;
+  std::string db_; // empty: bank.db in dir_
   std::filesystem::path log_path_;
   pid_t pid_ = -1;
   unsigned short port_ = 0;
