@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <map>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include <fcntl.h>
@@ -73,6 +75,32 @@ std::string describe_owner(int fd, const std::string& file) {
   return who + "; lock file " + file + ")";
 }
 
+// Whether the lock file at `fd` names this process as its owner.
+bool owned_by_this_process(int fd) {
+  char buf[512] = {};
+  auto n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+  auto fields = parse_line(n > 0 ? std::string{buf, static_cast<std::size_t>(n)} : std::string{});
+  return fields["pid"] == std::to_string(::getpid()) && fields["host"] == host_name();
+}
+
+// Takes the lock on `fd`, trying again for up to `bound` unless this process holds it: a
+// process killed a moment ago may still be on its way out (the kernel unmaps its memory
+// before it closes its files). False with errno set if it did not get it.
+bool lock_within(int fd, std::chrono::milliseconds bound) {
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0)
+      return true;
+    int err = errno;
+    if (err != EWOULDBLOCK || owned_by_this_process(fd)
+        || std::chrono::steady_clock::now() >= deadline) {
+      errno = err;
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  }
+}
+
 caf::error system_error(const std::string& what, const std::string& file) {
   return make_error(journal_errc::storage_error,
                     "cannot " + what + " the owner lock " + file + ": " + std::strerror(errno));
@@ -110,14 +138,15 @@ void owner_lock::release() {
   fd_ = -1;
 }
 
-caf::expected<owner_lock> owner_lock::acquire(const std::string& journal_path) {
+caf::expected<owner_lock> owner_lock::acquire(const std::string& journal_path,
+                                              std::chrono::milliseconds grace) {
   auto file = owner_file(journal_path);
   // A few rounds at most: each retry means a previous owner removed the file in between.
   for (int round = 0; round < 16; ++round) {
     int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
       return system_error("create", file);
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (!lock_within(fd, grace)) {
       if (errno != EWOULDBLOCK) {
         auto err = system_error("take", file);
         ::close(fd);
@@ -145,7 +174,10 @@ caf::expected<owner_lock> owner_lock::acquire(const std::string& journal_path) {
         ::close(fd);
         return err;
       }
-      return owner_lock{fd, std::move(file)};
+      // Removed by absolute path on release: the process may change its directory meanwhile.
+      std::error_code ec;
+      auto absolute = std::filesystem::absolute(file, ec);
+      return owner_lock{fd, ec ? file : absolute.string()};
     }
     ::close(fd);
   }

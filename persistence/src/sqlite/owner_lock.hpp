@@ -11,7 +11,9 @@
 // line naming the owner (`pid=... host=... program=... since=...`) for the refusal message
 // a second owner gets.
 
+#include <chrono>
 #include <string>
+#include <utility>
 
 #include <caf/expected.hpp>
 
@@ -31,11 +33,15 @@ public:
   owner_lock& operator=(const owner_lock&) = delete;
   ~owner_lock();
 
-  /// Takes the owner lock of the journal at `journal_path` without waiting. Fails with
-  /// `journal_errc::owned` if another owner holds it (in this process or another), naming
-  /// the journal, that owner as its lock file describes it, and what to do instead; with
-  /// `journal_errc::storage_error` if the lock file cannot be created.
-  static caf::expected<owner_lock> acquire(const std::string& journal_path);
+  /// Takes the owner lock of the journal at `journal_path`, waiting at most `grace` for
+  /// an owner that is ending (a process killed a moment ago still holds it until the kernel
+  /// has torn it down). Fails with `journal_errc::owned` if another owner holds it longer
+  /// (in this process or another), naming the journal, that owner as its lock file
+  /// describes it, and what to do instead; with `journal_errc::storage_error` if the lock
+  /// file cannot be created.
+  static caf::expected<owner_lock>
+  acquire(const std::string& journal_path,
+          std::chrono::milliseconds grace = std::chrono::milliseconds{1'000});
 
   /// Removes the lock file and releases the lock; idempotent.
   void release();

@@ -87,9 +87,11 @@ struct sqlite_options {
   /// included; the file may stay, the lock does not). The file names the owner (pid,
   /// host, program, start time). While one journal holds it, `open` of the same file in
   /// any process, this one included, fails with `journal_errc::owned`, naming the file
-  /// and that owner: one process at a time owns a SQLite journal, and several processes
-  /// need a networked journal. Turn it off only to test what the journal does with two
-  /// writers (it still detects their conflicting appends; see docs/journal.md).
+  /// and that owner (after waiting up to 1 s for an owner in another process, which may be
+  /// a process killed a moment ago that the kernel is still tearing down): one process at a time
+  /// owns a SQLite journal, and several processes need a networked journal. Turn it off only to
+  /// test what the journal does with two writers (it still detects their conflicting appends; see
+  /// docs/journal.md).
   bool owner_lock = true;
   /// How long a connection waits for another connection's lock (the writer for another
   /// process's write transaction; a read-only journal while opening).
