@@ -45,9 +45,13 @@ enum class journal_errc : std::uint8_t {
   read_only,       ///< the backend refuses writes
   too_large,       ///< an append over the journal's size limit; nothing was written
   owned,           ///< another process (or journal object) owns the file; see sqlite_options
+  unavailable,     ///< a networked backend cannot be reached (no server, no leader); an
+                   ///< append that fails so may or may not have been stored: read the
+                   ///< stream's highest seq before writing again
 };
 BOOST_DESCRIBE_ENUM(journal_errc, conflict, storage_error, disk_full, corrupt_row, not_a_journal,
-                    newer_schema, closed, invalid_request, read_only, too_large, owned)
+                    newer_schema, closed, invalid_request, read_only, too_large, owned,
+                    unavailable)
 constexpr std::string_view error_category(journal_errc) {
   return "journal";
 }
