@@ -154,6 +154,13 @@ private:
 /// the only way memory survives.
 struct memory_backend {
   static constexpr bool persistent = false;
+  /// Offsets are the events' ordinals: 1, 2, 3, ...
+  static constexpr bool gapless = true;
+  /// The offset of the `event_no`th event (1-based), the `index`th (0-based) of the
+  /// `append_no`th successful append (1-based).
+  static std::uint64_t at(std::uint64_t event_no, std::uint64_t, std::uint64_t) {
+    return event_no;
+  }
   std::shared_ptr<memory_journal> instance = std::make_shared<memory_journal>();
 
   journal_ptr open() {
@@ -175,6 +182,10 @@ struct memory_backend {
 /// Contract-suite fixture for `sqlite_journal` on a fresh file.
 struct sqlite_backend {
   static constexpr bool persistent = true;
+  static constexpr bool gapless = true;
+  static std::uint64_t at(std::uint64_t event_no, std::uint64_t, std::uint64_t) {
+    return event_no;
+  }
   temp_dir dir;
 
   journal_ptr open(std::size_t keep_snapshots = 2) {
