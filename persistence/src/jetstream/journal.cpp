@@ -22,6 +22,7 @@ caf::error nats_error(natsStatus s, const std::string& what, jsErrCode code) {
     case NATS_CONNECTION_CLOSED:
     case NATS_CONNECTION_DISCONNECTED:
     case NATS_STALE_CONNECTION:
+    case NATS_INSUFFICIENT_BUFFER: // reconnecting (the journal buffers nothing meanwhile)
       return make_error(journal_errc::unavailable, text);
     default:
       return make_error(journal_errc::storage_error, text);
@@ -147,6 +148,11 @@ caf::error jetstream_journal::impl::connect() {
   natsOptions_SetMaxReconnect(o, -1);
   natsOptions_SetReconnectWait(o, 100);
   natsOptions_SetTimeout(o, opts.request_timeout.count());
+  // No buffering while reconnecting (one byte fills the buffer at once): requests fail at
+  // once instead of waiting for their timeout, and a publish the journal may already have
+  // answered `unavailable` for is not sent later behind its back. (What the client had
+  // written but not flushed when the connection broke is still resent after reconnecting.)
+  natsOptions_SetReconnectBufSize(o, 1);
   auto deadline = clock::now() + opts.open_timeout;
   natsStatus s = NATS_OK;
   for (;;) {
@@ -334,7 +340,7 @@ void jetstream_journal::impl::post_read(std::function<void(bool)> task) {
   task(true);
 }
 
-caf::expected<std::optional<std::pair<envelope, std::uint64_t>>>
+caf::expected<std::optional<stored_append>>
 jetstream_journal::impl::last_append(const std::string& persistence_id) {
   jsOptions jo;
   jsOptions_Init(&jo);
@@ -345,14 +351,16 @@ jetstream_journal::impl::last_append(const std::string& persistence_id) {
   auto s = js_GetLastMsg(&raw, js, opts.stream.c_str(), subject.c_str(), &jo, &code);
   msg_ptr m{raw};
   if (s == NATS_NOT_FOUND || code == JSNoMessageFoundErr)
-    return std::optional<std::pair<envelope, std::uint64_t>>{};
+    return std::optional<stored_append>{};
   if (s != NATS_OK)
     return nats_error(s, "reading the last append of persistence id " + persistence_id, code);
   auto seq = natsMsg_GetSequence(m.get());
   auto env = decode_envelope(data_of(m.get()), "stream sequence " + std::to_string(seq));
   if (!env)
     return std::move(env.error());
-  return std::optional{std::pair{std::move(*env), seq}};
+  const char* msg_id = nullptr;
+  natsMsgHeader_Get(m.get(), "Nats-Msg-Id", &msg_id);
+  return std::optional{stored_append{std::move(*env), seq, msg_id != nullptr ? msg_id : ""}};
 }
 
 caf::expected<std::uint64_t> jetstream_journal::impl::stream_last_seq(const std::string& stream) {
@@ -439,26 +447,27 @@ void jetstream_journal::read_stream(std::string persistence_id, std::uint64_t fr
     auto last = p->last_append(id);
     if (!last)
       return done(std::move(last.error()));
-    if (!*last || (*last)->first.last_seq() < from_seq)
+    if (!*last || (*last)->env.last_seq() < from_seq)
       return done(std::move(out));
     caf::error decode_err;
-    auto err = p->scan(
-      p->opts.stream, p->names.events(id), 1, (*last)->second, [&](natsMsg* m, std::uint64_t seq) {
-        auto env = decode_envelope(data_of(m), "stream sequence " + std::to_string(seq));
-        if (!env) {
-          decode_err = std::move(env.error());
-          return false;
-        }
-        if (env->last_seq() < from_seq)
-          return true;
-        for (auto& rec : records_of(std::move(*env), seq)) {
-          if (rec.seq > to_seq || out.size() >= max)
-            return false;
-          if (rec.seq >= from_seq)
-            out.push_back(std::move(rec));
-        }
-        return out.size() < max;
-      });
+    auto err = p->scan(p->opts.stream, p->names.events(id), 1, (*last)->stream_seq,
+                       [&](natsMsg* m, std::uint64_t seq) {
+                         auto env =
+                           decode_envelope(data_of(m), "stream sequence " + std::to_string(seq));
+                         if (!env) {
+                           decode_err = std::move(env.error());
+                           return false;
+                         }
+                         if (env->last_seq() < from_seq)
+                           return true;
+                         for (auto& rec : records_of(std::move(*env), seq)) {
+                           if (rec.seq > to_seq || out.size() >= max)
+                             return false;
+                           if (rec.seq >= from_seq)
+                             out.push_back(std::move(rec));
+                         }
+                         return out.size() < max;
+                       });
     if (decode_err)
       return done(std::move(decode_err));
     if (err)
@@ -541,7 +550,7 @@ void jetstream_journal::highest_seq(std::string persistence_id, callback<std::ui
     auto last = p->last_append(id);
     if (!last)
       return done(std::move(last.error()));
-    done(*last ? (*last)->first.last_seq() : std::uint64_t{0});
+    done(*last ? (*last)->env.last_seq() : std::uint64_t{0});
   });
 }
 

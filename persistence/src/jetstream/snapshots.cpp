@@ -124,7 +124,7 @@ caf::expected<verify_report> jetstream_journal::verify() {
     std::optional<chain_break> found;
     caf::error bad;
     auto err = impl_->scan(
-      impl_->opts.stream, impl_->names.events(id), 1, (*last)->second,
+      impl_->opts.stream, impl_->names.events(id), 1, (*last)->stream_seq,
       [&](natsMsg* m, std::uint64_t seq) {
         auto where = "stream sequence " + std::to_string(seq);
         auto env = decode_envelope(data_of(m), where);

@@ -41,6 +41,14 @@ struct id_head {
   std::uint64_t seq = 0;        ///< aggregate seq of its last event (0: no events)
   std::uint64_t stream_seq = 0; ///< stream sequence of its message (0: none)
   event_hash hash{};            ///< chain value after it
+  std::string msg_id;           ///< its Nats-Msg-Id
+};
+
+/// The last message of one persistence id's subject.
+struct stored_append {
+  envelope env;
+  std::uint64_t stream_seq = 0;
+  std::string msg_id; ///< its Nats-Msg-Id header (empty if none)
 };
 
 /// An append between submission and completion.
@@ -128,7 +136,7 @@ struct jetstream_journal::impl : std::enable_shared_from_this<jetstream_journal:
   void shutdown();
 
   // Blocking helpers used by the reader thread (and the writer for lookups).
-  caf::expected<std::optional<std::pair<jetstream::envelope, std::uint64_t>>>
+  caf::expected<std::optional<jetstream::stored_append>>
   last_append(const std::string& persistence_id);
   caf::expected<std::uint64_t> stream_last_seq(const std::string& stream);
   /// Delivers the messages on `filter` with stream sequence in [first, last] to `visit`
@@ -140,6 +148,8 @@ struct jetstream_journal::impl : std::enable_shared_from_this<jetstream_journal:
   void start_front(const std::string& persistence_id);
   void publish(jetstream::pending_append& p);
   void on_reply(jetstream::reply& r);
+  /// Completes the front append of `id` as stored at `stream_seq`.
+  void complete_stored(const std::string& id, std::uint64_t stream_seq);
   void finish_front(const std::string& persistence_id, caf::expected<append_result> res);
   caf::error refresh(const std::string& persistence_id, jetstream::id_queue& q);
   void check_timeouts();

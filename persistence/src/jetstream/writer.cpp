@@ -91,7 +91,8 @@ caf::error jetstream_journal::impl::refresh(const std::string& persistence_id, i
   }
   q.known = true;
   if (*last)
-    q.head = id_head{(*last)->first.last_seq(), (*last)->second, (*last)->first.hash};
+    q.head =
+      id_head{(*last)->env.last_seq(), (*last)->stream_seq, (*last)->env.hash, (*last)->msg_id};
   else
     q.head = id_head{};
   return {};
@@ -131,6 +132,10 @@ void jetstream_journal::impl::start_front(const std::string& persistence_id) {
         }
         finish_front(persistence_id, std::move(err));
         continue;
+      }
+      if (!p.msg_id.empty() && q.head.msg_id == p.msg_id) {
+        complete_stored(persistence_id, q.head.stream_seq); // an earlier attempt landed
+        return;
       }
       if (p.req.expected_seq != q.head.seq) {
         finish_front(persistence_id,
@@ -187,6 +192,8 @@ void jetstream_journal::impl::publish(pending_append& p) {
     s = natsMsgHeader_Set(m.get(), "Nats-Expected-Last-Subject-Sequence", expected.c_str());
   if (s == NATS_OK)
     s = natsMsgHeader_Set(m.get(), "Nats-Expected-Stream", opts.stream.c_str());
+  if (s == NATS_OK && natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED)
+    s = NATS_CONNECTION_DISCONNECTED; // try again when connected; nothing queued meanwhile
   if (s == NATS_OK)
     s = natsConnection_PublishMsg(nc, m.get());
   p.published = true;
@@ -228,7 +235,10 @@ void jetstream_journal::impl::on_reply(reply& r) {
     auto text = desc != nullptr && desc->is_string() ? std::string{desc->as_string()} : "";
     auto err_code = code != nullptr && code->is_int64() ? code->as_int64() : 0;
     if (err_code == JSStreamWrongLastSequenceErr) {
-      // Our cached head was stale, or the caller's expected seq is: look at the stream.
+      // Our cached head was stale, or the caller's expected seq is, or an earlier attempt
+      // of this very publish was stored and its acknowledgement lost: a clustered stream
+      // checks the expected sequence before the message id, so the retry is refused
+      // instead of acknowledged as a duplicate. The id's last message tells which.
       q.known = false;
       start_front(id);
       return;
@@ -251,7 +261,12 @@ void jetstream_journal::impl::on_reply(reply& r) {
     return;
   }
   in_flight.erase(i);
-  auto stream_seq = static_cast<std::uint64_t>(seq->as_int64());
+  complete_stored(id, static_cast<std::uint64_t>(seq->as_int64()));
+}
+
+void jetstream_journal::impl::complete_stored(const std::string& id, std::uint64_t stream_seq) {
+  auto& q = ids[id];
+  auto& p = q.waiting.front();
   append_result res;
   res.first_seq = p.req.expected_seq + 1;
   res.last_seq = p.req.expected_seq + p.req.events.size();
@@ -262,7 +277,7 @@ void jetstream_journal::impl::on_reply(reply& r) {
   event_hash h{};
   std::copy(p.body.end() - static_cast<std::ptrdiff_t>(h.size()), p.body.end(), h.begin());
   q.known = true;
-  q.head = id_head{res.last_seq, stream_seq, h};
+  q.head = id_head{res.last_seq, stream_seq, h, p.msg_id};
   finish_front(id, res);
   start_front(id);
 }
