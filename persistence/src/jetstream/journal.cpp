@@ -153,6 +153,9 @@ caf::error jetstream_journal::impl::connect() {
   // answered `unavailable` for is not sent later behind its back. (What the client had
   // written but not flushed when the connection broke is still resent after reconnecting.)
   natsOptions_SetReconnectBufSize(o, 1);
+  // Publish at once: by default the client holds writes back for its flusher thread, which
+  // costs an append about a millisecond when its predecessor's acknowledgement gates it.
+  natsOptions_SetSendAsap(o, true);
   auto deadline = clock::now() + opts.open_timeout;
   natsStatus s = NATS_OK;
   for (;;) {

@@ -9,9 +9,12 @@
 ///   sequence number the writer last saw (`expected_seq`); the events get
 ///   `expected_seq + 1, ...`. If the stream's highest sequence number differs, nothing is
 ///   written and the result is `journal_errc::conflict`.
-/// - Each committed event gets a global offset. Offsets start at 1, are gapless and strictly
-///   increasing in commit order, and the events of one append get consecutive offsets. A
-///   reader that remembers an offset never skips an event committed before it.
+/// - Each committed event gets a global offset: strictly increasing in commit order, at least
+///   1, and consecutive within one append. A reader that remembers the last offset it saw and
+///   reads on from that offset + 1 never skips or repeats an event. The SQLite and in-memory
+///   journals number events 1, 2, 3, ... without gaps; a journal whose log is ordered per
+///   append rather than per event (NATS JetStream: `stream sequence * 1,000,000 + index`)
+///   leaves gaps between appends, so readers must not infer a missing event from a gap.
 /// - Reads are paged: each returns at most `max` records, in sequence or offset order.
 /// - Completion callbacks may run on any thread (a journal's own worker thread, or inline
 ///   in the caller). They must return quickly and must not wait on the journal.
@@ -86,7 +89,7 @@ struct append_result {
 
 /// One stored event.
 struct event_record {
-  std::uint64_t offset = 0; ///< global position, gapless
+  std::uint64_t offset = 0; ///< global position (see the file comment)
   std::string persistence_id;
   std::uint64_t seq = 0; ///< position within its stream, from 1
   std::string name;
@@ -137,7 +140,7 @@ public:
                                callback<std::vector<std::string>> done) = 0;
 
   /// Registers `f` for every batch committed from now on; returns a handle for
-  /// `unsubscribe`. Batches arrive in offset order with no gaps between them.
+  /// `unsubscribe`. Batches arrive in offset order and none is left out.
   virtual std::uint64_t subscribe(commit_listener f) = 0;
   virtual void unsubscribe(std::uint64_t handle) = 0;
 };
