@@ -20,7 +20,7 @@ std::vector<std::uint64_t> offsets_of(const std::vector<event_record>& records) 
   return result;
 }
 
-std::vector<std::uint64_t> iota(std::uint64_t first, std::uint64_t last) {
+[[maybe_unused]] std::vector<std::uint64_t> iota(std::uint64_t first, std::uint64_t last) {
   std::vector<std::uint64_t> result;
   for (auto i = first; i <= last; ++i)
     result.push_back(i);
