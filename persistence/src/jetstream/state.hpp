@@ -19,6 +19,7 @@
 #include <nats/nats.h>
 
 #include "annals/persistence/jetstream_journal.hpp"
+#include "jetstream/api.hpp"
 #include "jetstream/envelope.hpp"
 
 namespace annals::persistence::jetstream {
@@ -61,7 +62,9 @@ struct pending_append {
   std::int64_t timestamp_us = 0;
   std::uint64_t expected_stream_seq = 0;
   clock::time_point retry_at;
-  bool published = false;
+  std::string token;       ///< reply subject suffix of what is in flight for it
+  bool lookup = false;     ///< in flight: a lookup of the id's head, not the publish
+  bool fresh_head = false; ///< the id's head was read for this append
 };
 
 /// A reply on the writer's inbox: the token after the inbox prefix, and the message.
@@ -151,7 +154,8 @@ struct jetstream_journal::impl : std::enable_shared_from_this<jetstream_journal:
   /// Completes the front append of `id` as stored at `stream_seq`.
   void complete_stored(const std::string& id, std::uint64_t stream_seq);
   void finish_front(const std::string& persistence_id, caf::expected<append_result> res);
-  caf::error refresh(const std::string& persistence_id, jetstream::id_queue& q);
+  void send_lookup(jetstream::pending_append& p);
+  void on_lookup(const std::string& persistence_id, jetstream::api_reply& ans);
   void check_timeouts();
 };
 

@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include "internal/validate.hpp"
+#include "jetstream/api.hpp"
 #include "jetstream/state.hpp"
 
 namespace annals::persistence {
@@ -78,24 +79,8 @@ void jetstream_journal::impl::run_writer() {
       last_check = now;
       check_timeouts();
     }
-    // Forget idle ids whose head is unknown anyway; known heads stay cached.
     lk.lock();
   }
-}
-
-caf::error jetstream_journal::impl::refresh(const std::string& persistence_id, id_queue& q) {
-  auto last = last_append(persistence_id);
-  if (!last) {
-    q.known = false;
-    return std::move(last.error());
-  }
-  q.known = true;
-  if (*last)
-    q.head =
-      id_head{(*last)->env.last_seq(), (*last)->stream_seq, (*last)->env.hash, (*last)->msg_id};
-  else
-    q.head = id_head{};
-  return {};
 }
 
 void jetstream_journal::impl::finish_front(const std::string& persistence_id,
@@ -122,29 +107,21 @@ void jetstream_journal::impl::start_front(const std::string& persistence_id) {
     }
     auto& p = q.waiting.front();
     // The cached head can be stale (another process appended): look again before refusing.
-    if (!q.known || p.req.expected_seq != q.head.seq) {
-      if (auto err = refresh(persistence_id, q)) {
-        if (is(err, journal_errc::unavailable) && clock::now() < p.give_up) {
-          p.retry_at = clock::now() + retry_pause;
-          p.published = false;
-          in_flight.emplace("lookup:" + persistence_id, persistence_id);
-          return;
-        }
-        finish_front(persistence_id, std::move(err));
-        continue;
-      }
-      if (!p.msg_id.empty() && q.head.msg_id == p.msg_id) {
-        complete_stored(persistence_id, q.head.stream_seq); // an earlier attempt landed
-        return;
-      }
-      if (p.req.expected_seq != q.head.seq) {
-        finish_front(persistence_id,
-                     make_error(journal_errc::conflict,
-                                "append to persistence id " + persistence_id + " expected seq "
-                                  + std::to_string(p.req.expected_seq) + " but the stream is at "
-                                  + std::to_string(q.head.seq)));
-        continue;
-      }
+    if (!q.known || (p.req.expected_seq != q.head.seq && !p.fresh_head)) {
+      send_lookup(p);
+      return;
+    }
+    if (!p.msg_id.empty() && q.head.msg_id == p.msg_id) {
+      complete_stored(persistence_id, q.head.stream_seq); // an earlier attempt landed
+      return;
+    }
+    if (p.req.expected_seq != q.head.seq) {
+      finish_front(persistence_id,
+                   make_error(journal_errc::conflict,
+                              "append to persistence id " + persistence_id + " expected seq "
+                                + std::to_string(p.req.expected_seq) + " but the stream is at "
+                                + std::to_string(q.head.seq)));
+      continue;
     }
     envelope env;
     env.first_seq = q.head.seq + 1;
@@ -170,17 +147,33 @@ void jetstream_journal::impl::start_front(const std::string& persistence_id) {
       continue;
     }
     p.msg_id = msg_id_prefix + std::to_string(next_token++);
+    p.token = p.msg_id;
     publish(p);
     return;
   }
 }
 
+void jetstream_journal::impl::send_lookup(pending_append& p) {
+  const auto& id = p.req.persistence_id;
+  p.lookup = true;
+  p.fresh_head = false;
+  p.token = "L" + std::to_string(next_token++);
+  in_flight[p.token] = id;
+  auto subject = "$JS.API.STREAM.MSG.GET." + opts.stream;
+  auto reply_to = inbox + "." + p.token;
+  auto body = last_by_subject_request(names.events(id));
+  auto s = natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED ? natsConnection_PublishRequest(
+             nc, subject.c_str(), reply_to.c_str(), body.data(), static_cast<int>(body.size()))
+                                                                   : NATS_CONNECTION_DISCONNECTED;
+  p.retry_at = clock::now() + (s == NATS_OK ? opts.request_timeout : retry_pause);
+}
+
 void jetstream_journal::impl::publish(pending_append& p) {
   const auto& id = p.req.persistence_id;
-  in_flight.erase("lookup:" + id);
-  in_flight[p.msg_id] = id;
+  p.lookup = false;
+  in_flight[p.token] = id;
   auto subject = names.events(id);
-  auto reply_to = inbox + "." + p.msg_id;
+  auto reply_to = inbox + "." + p.token;
   natsMsg* raw = nullptr;
   auto s = natsMsg_Create(&raw, subject.c_str(), reply_to.c_str(), p.body.data(),
                           static_cast<int>(p.body.size()));
@@ -196,7 +189,6 @@ void jetstream_journal::impl::publish(pending_append& p) {
     s = NATS_CONNECTION_DISCONNECTED; // try again when connected; nothing queued meanwhile
   if (s == NATS_OK)
     s = natsConnection_PublishMsg(nc, m.get());
-  p.published = true;
   // A publish the client could not even send (disconnected) is tried again shortly.
   p.retry_at = clock::now() + (s == NATS_OK ? opts.request_timeout : retry_pause);
 }
@@ -213,55 +205,69 @@ void jetstream_journal::impl::on_reply(reply& r) {
     p.retry_at = std::min(p.retry_at, clock::now() + retry_pause);
     return;
   }
-  boost::json::error_code ec;
+  in_flight.erase(i);
   auto body = std::string_view{natsMsg_GetData(r.msg.get()),
                                static_cast<std::size_t>(natsMsg_GetDataLength(r.msg.get()))};
-  auto v = boost::json::parse(body, ec);
-  auto* obj = ec ? nullptr : v.if_object();
-  if (obj == nullptr) {
-    in_flight.erase(i);
+  auto ans = parse_api_reply(body);
+  if (!ans) {
     finish_front(id, make_error(journal_errc::storage_error,
                                 "append to persistence id " + id
-                                  + ": JetStream answered with something that is not a "
-                                    "publish acknowledgement: "
+                                  + ": JetStream answered with something that is neither an "
+                                    "acknowledgement nor an error: "
                                   + std::string{body.substr(0, 200)}));
     start_front(id);
     return;
   }
-  if (auto* err = obj->if_contains("error"); err != nullptr && err->is_object()) {
-    in_flight.erase(i);
-    auto code = err->as_object().if_contains("err_code");
-    auto desc = err->as_object().if_contains("description");
-    auto text = desc != nullptr && desc->is_string() ? std::string{desc->as_string()} : "";
-    auto err_code = code != nullptr && code->is_int64() ? code->as_int64() : 0;
-    if (err_code == JSStreamWrongLastSequenceErr) {
-      // Our cached head was stale, or the caller's expected seq is, or an earlier attempt
-      // of this very publish was stored and its acknowledgement lost: a clustered stream
-      // checks the expected sequence before the message id, so the retry is refused
-      // instead of acknowledged as a duplicate. The id's last message tells which.
-      q.known = false;
+  if (p.lookup) {
+    on_lookup(id, *ans);
+    return;
+  }
+  if (ans->err_code == JSStreamWrongLastSequenceErr) {
+    // Our cached head was stale, or the caller's expected seq is, or an earlier attempt
+    // of this very publish was stored and its acknowledgement lost: a clustered stream
+    // checks the expected sequence before the message id, so the retry is refused
+    // instead of acknowledged as a duplicate. The id's last message tells which.
+    q.known = false;
+    start_front(id);
+    return;
+  }
+  if (ans->err_code != 0) {
+    auto kind = ans->err_code == JSStreamMessageExceedsMaximumErr ? journal_errc::too_large
+                                                                  : journal_errc::storage_error;
+    finish_front(id,
+                 make_error(kind, "append to persistence id " + id + " refused by JetStream ("
+                                    + std::to_string(ans->err_code) + "): " + ans->description));
+    start_front(id);
+    return;
+  }
+  complete_stored(id, ans->seq);
+}
+
+void jetstream_journal::impl::on_lookup(const std::string& id, api_reply& ans) {
+  auto& q = ids[id];
+  auto& p = q.waiting.front();
+  p.lookup = false;
+  if (ans.err_code == JSNoMessageFoundErr) {
+    q.known = true;
+    q.head = id_head{};
+  } else if (ans.err_code != 0) {
+    finish_front(id, make_error(journal_errc::storage_error,
+                                "reading the last append of persistence id " + id + " ("
+                                  + std::to_string(ans.err_code) + "): " + ans.description));
+    start_front(id);
+    return;
+  } else {
+    auto env = decode_envelope(ans.data, "stream sequence " + std::to_string(ans.seq));
+    if (!env) {
+      finish_front(id, std::move(env.error()));
       start_front(id);
       return;
     }
-    auto kind = err_code == JSStreamMessageExceedsMaximumErr ? journal_errc::too_large
-                                                             : journal_errc::storage_error;
-    finish_front(id, make_error(kind, "append to persistence id " + id + " refused by JetStream ("
-                                        + std::to_string(err_code) + "): " + text));
-    start_front(id);
-    return;
+    q.known = true;
+    q.head = id_head{env->last_seq(), ans.seq, env->hash, header_value(ans.headers, "Nats-Msg-Id")};
   }
-  auto* seq = obj->if_contains("seq");
-  if (seq == nullptr || !seq->is_int64() || seq->as_int64() <= 0) {
-    in_flight.erase(i);
-    finish_front(id, make_error(journal_errc::storage_error,
-                                "append to persistence id " + id
-                                  + ": an acknowledgement without a stream sequence: "
-                                  + std::string{body.substr(0, 200)}));
-    start_front(id);
-    return;
-  }
-  in_flight.erase(i);
-  complete_stored(id, static_cast<std::uint64_t>(seq->as_int64()));
+  p.fresh_head = true;
+  start_front(id);
 }
 
 void jetstream_journal::impl::complete_stored(const std::string& id, std::uint64_t stream_seq) {
@@ -291,26 +297,28 @@ void jetstream_journal::impl::check_timeouts() {
       due.emplace_back(token, id);
   }
   for (auto& [token, id] : due) {
-    auto& q = ids[id];
-    auto& p = q.waiting.front();
-    if (!p.published) { // a lookup that could not reach the stream
-      in_flight.erase(token);
-      start_front(id);
-      continue;
-    }
+    auto& p = ids[id].waiting.front();
     if (now >= p.give_up) {
       in_flight.erase(token);
       finish_front(id,
                    make_error(journal_errc::unavailable,
-                              "no acknowledgement from JetStream (stream " + opts.stream + " at "
-                                + opts.servers + ") for the append to persistence id " + id
-                                + " within " + std::to_string(opts.append_timeout.count())
+                              "no " + std::string{p.lookup ? "answer" : "acknowledgement"}
+                                + " from JetStream (stream " + opts.stream + " at " + opts.servers
+                                + ") for the append to persistence id " + id + " within "
+                                + std::to_string(opts.append_timeout.count())
                                 + " ms: servers down or no stream leader; it may or may not be "
                                   "stored, so read the stream's highest seq before writing again"));
       start_front(id);
       continue;
     }
-    publish(p); // the same message id: the server drops it if the first one landed
+    // The same token and, for a publish, the same message id: the server drops the copy
+    // if the first one landed.
+    if (p.lookup) {
+      in_flight.erase(token);
+      send_lookup(p);
+    } else {
+      publish(p);
+    }
   }
 }
 
