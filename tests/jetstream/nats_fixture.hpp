@@ -231,7 +231,9 @@ struct jetstream_backend {
     auto res = jetstream_journal::open({.servers = servers().urls(),
                                         .stream = stream,
                                         .replicas = Replicas,
-                                        .keep_snapshots = keep_snapshots});
+                                        .keep_snapshots = keep_snapshots,
+                                        // a loaded CI machine may need a while to elect
+                                        .open_timeout = std::chrono::milliseconds{30'000}});
     if (!res)
       FAIL(render(res.error()));
     return *res;
