@@ -53,8 +53,7 @@ enum class journal_errc : std::uint8_t {
                    ///< stream's highest seq before writing again
 };
 BOOST_DESCRIBE_ENUM(journal_errc, conflict, storage_error, disk_full, corrupt_row, not_a_journal,
-                    newer_schema, closed, invalid_request, read_only, too_large, owned,
-                    unavailable)
+                    newer_schema, closed, invalid_request, read_only, too_large, owned, unavailable)
 constexpr std::string_view error_category(journal_errc) {
   return "journal";
 }
