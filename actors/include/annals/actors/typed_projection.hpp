@@ -51,6 +51,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -156,6 +157,30 @@ void dispatch_typed(const persistence::event_record& rec, Call&& call) {
     *ev);
 }
 
+/// Calls `self.on(e, env)` for the event types `Derived` has an `on` for. A class, not a
+/// lambda: clang 14 crashes on a lambda whose trailing return type names a capture.
+template <class Derived>
+struct on_caller {
+  Derived& self;
+  template <class E>
+  auto operator()(const E& e, const actors::envelope& env) const
+    -> decltype(std::declval<Derived&>().on(e, env)) {
+    return self.on(e, env);
+  }
+};
+
+/// Calls `self.on(e, env, db)`, as `on_caller` does.
+template <class Derived>
+struct sqlite_on_caller {
+  Derived& self;
+  sqlite3* db;
+  template <class E>
+  auto operator()(const E& e, const actors::envelope& env) const
+    -> decltype(std::declval<Derived&>().on(e, env, std::declval<sqlite3*>())) {
+    return self.on(e, env, db);
+  }
+};
+
 template <class Call, class... Es>
 constexpr bool accepts_any(std::variant<Es...>*) {
   return (std::is_invocable_v<Call&, const Es&, const actors::envelope&> || ...);
@@ -175,10 +200,7 @@ class typed_projection : public projection_handler {
 public:
   /// Decodes and dispatches one record to `Derived::on`; see the file comment.
   void apply(const persistence::event_record& rec) final {
-    auto& self = static_cast<Derived&>(*this);
-    auto call = [&self](const auto& e, const envelope& env) -> decltype(self.on(e, env)) {
-      return self.on(e, env);
-    };
+    detail::on_caller<Derived> call{static_cast<Derived&>(*this)};
     static_assert(
       detail::accepts_any<decltype(call)>(static_cast<typename A::event_type*>(nullptr)),
       "a typed_projection needs at least one public `void on(const E&, const "
@@ -197,10 +219,7 @@ class typed_sqlite_projection : public sqlite_projection_handler {
 public:
   /// Decodes and dispatches one record to `Derived::on`; see the file comment.
   void apply(sqlite3* db, const persistence::event_record& rec) final {
-    auto& self = static_cast<Derived&>(*this);
-    auto call = [&self, db](const auto& e, const envelope& env) -> decltype(self.on(e, env, db)) {
-      return self.on(e, env, db);
-    };
+    detail::sqlite_on_caller<Derived> call{static_cast<Derived&>(*this), db};
     static_assert(
       detail::accepts_any<decltype(call)>(static_cast<typename A::event_type*>(nullptr)),
       "a typed_sqlite_projection needs at least one public `void on(const E&, const "
