@@ -46,6 +46,12 @@ struct waiter_expired {
 /// Sent instead of live batches while the projection's queue of them is full.
 struct live_overflow {};
 
+/// The projection's own timer on a journal with gaps between offsets: a read from the
+/// journal at least this often, so that a commit notice lost with a broken connection
+/// (a networked journal's subscription) delays the projection but never stalls it.
+struct poll_tick {};
+constexpr std::chrono::milliseconds poll_interval{1000};
+
 /// Bounds the live batches waiting in a projection's mailbox. Shared by the commit listener
 /// (journal thread) and the actor; a full queue makes the listener drop batches and post
 /// one `live_overflow`, after which the actor reads the dropped range from the journal.
@@ -66,6 +72,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::page_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::head_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::waiter_expired)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::live_overflow)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::poll_tick)
 
 namespace annals::actors {
 namespace internal {
@@ -74,7 +81,9 @@ namespace internal {
 
 struct projection_actor_state {
   projection_setup setup;
-  std::uint64_t next = 1;       // the next offset to process
+  std::uint64_t next = 1;       // one past the last offset processed (the next one, if gapless)
+  bool gapless = true;          // the journal's offsets have no gaps (journal::gapless_offsets)
+  bool ticking = false;         // a poll_tick is on its way (only without gapless offsets)
   std::uint64_t live_head = 0;  // highest offset seen on the live stream
   std::uint64_t generation = 0; // bumped by rebuild and failure: stale pages are dropped
   bool opened = false;          // the sink has loaded its offset
@@ -193,17 +202,38 @@ void apply_batch(projection_actor* self, std::span<const event_record> batch) {
   }
 }
 
-/// The length of the prefix of `batch` whose offsets run on from `first` without a gap.
-std::size_t contiguous_prefix(std::span<const event_record> batch, std::uint64_t first) {
+/// The length of the prefix of `batch` that follows on from `first` with nothing missing:
+/// offsets `first, first + 1, ...` on a gapless journal; on any other, offsets from `first`
+/// on that only increase (a read from `first` returns every event in between).
+std::size_t contiguous_prefix(std::span<const event_record> batch, std::uint64_t first,
+                              bool gapless) {
   std::size_t n = 0;
-  while (n < batch.size() && batch[n].offset == first + n)
-    ++n;
+  if (gapless) {
+    while (n < batch.size() && batch[n].offset == first + n)
+      ++n;
+    return n;
+  }
+  auto floor = first;
+  while (n < batch.size() && batch[n].offset >= floor)
+    floor = batch[n++].offset + 1;
   return n;
+}
+
+/// Starts the poll timer on a journal with gaps between offsets, unless it runs already or
+/// the projection failed (a rebuild starts it again).
+void arm_poll(projection_actor* self) {
+  auto& st = self->state;
+  if (st.gapless || st.ticking || st.state == projection_state::failed)
+    return;
+  st.ticking = true;
+  self->delayed_send(self, poll_interval, poll_tick{});
 }
 
 caf::behavior projection_behavior(projection_actor* self, projection_setup setup) {
   self->state.setup = std::move(setup);
   self->state.flow = std::make_shared<live_flow>(self->state.setup.max_queued_batches);
+  self->state.gapless = self->state.setup.journal->gapless_offsets();
+  arm_poll(self);
   // Subscribe before the first read: every commit after this point arrives live, every
   // commit before it is found by the catch-up reads, so nothing falls between the two.
   subscribe(self);
@@ -226,6 +256,13 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
       if (st.state == projection_state::running && st.next <= st.live_head)
         request_page(self);
     },
+    [self](poll_tick) {
+      auto& st = self->state;
+      st.ticking = false;
+      if (st.state == projection_state::running)
+        request_page(self);
+      arm_poll(self);
+    },
     [self](live_batch& batch) {
       auto& st = self->state;
       st.flow->queued.fetch_sub(1);
@@ -240,7 +277,13 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
         rest = rest.subspan(1); // already processed
       if (rest.empty())
         return;
-      auto n = contiguous_prefix(rest, st.next);
+      // With gaps between appends, a live batch cannot show that nothing came before it:
+      // it only says the log grew, and the read from `next` brings what is new.
+      if (!st.gapless) {
+        request_page(self);
+        return;
+      }
+      auto n = contiguous_prefix(rest, st.next, true);
       apply_batch(self, rest.first(n));
       if (st.state == projection_state::running && n < rest.size())
         request_page(self); // a gap: read the missing events from the journal first
@@ -258,11 +301,12 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
         return;
       }
       auto& recs = *page.records;
-      if (contiguous_prefix(recs, st.next) != recs.size()) {
+      if (contiguous_prefix(recs, st.next, st.gapless) != recs.size()) {
         fail(self, make_error(projection_errc::journal_failed,
                               "projection '" + st.setup.name + "': a read from offset "
                                 + std::to_string(page.from)
-                                + " did not return consecutive offsets from there"));
+                                + (st.gapless ? " did not return consecutive offsets from there"
+                                              : " returned offsets out of order")));
         return;
       }
       apply_batch(self, recs);
@@ -348,6 +392,7 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
       st.next = 1;
       subscribe(self);
       request_page(self);
+      arm_poll(self);
       return caf::ok_atom::value;
     },
   };

@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#ifdef ANNALS_BANK_WITH_JETSTREAM
+#include "annals/persistence/jetstream_journal.hpp"
+#endif
 #include "account/account.hpp"
 #include "account/balances.hpp"
 #include "account/statement.hpp"
@@ -29,17 +32,55 @@ struct bank_service::impl {
     for (auto& p : ctx.projections)
       p.stop();
     ctx.host.reset();
-    if (ctx.journal)
-      ctx.journal->close();
+    if (ctx.close_journal)
+      ctx.close_journal();
+  }
+
+  /// Opens the journal `opts.journal` names (see bank_options::journal).
+  caf::error open_journal() {
+    auto& uri = ctx.opts.journal;
+    if (uri.starts_with("sqlite:"))
+      ctx.opts.db_path = uri.substr(std::string_view{"sqlite:"}.size());
+    if (uri.empty() || uri.starts_with("sqlite:")) {
+      auto j = ap::sqlite_journal::open({.path = ctx.opts.db_path});
+      if (!j)
+        return std::move(j.error());
+      ctx.sqlite = *j;
+      ctx.journal = *j;
+      ctx.snapshots = (*j)->snapshots();
+      ctx.close_journal = [j = *j] { j->close(); };
+      return {};
+    }
+    if (uri.starts_with("nats://")) {
+#ifdef ANNALS_BANK_WITH_JETSTREAM
+      auto opts = ap::jetstream_options_from_uri(uri);
+      if (!opts)
+        return std::move(opts.error());
+      auto j = ap::jetstream_journal::open(std::move(*opts));
+      if (!j)
+        return std::move(j.error());
+      ctx.journal = *j;
+      ctx.snapshots = (*j)->snapshots();
+      ctx.close_journal = [j = *j] { j->close(); };
+      return {};
+#else
+      return annals::make_error(ap::journal_errc::invalid_request,
+                                "journal URI '" + uri
+                                  + "': this annals-bank was built without JetStream "
+                                    "(libnats-dev missing at configure time)");
+#endif
+    }
+    return annals::make_error(ap::journal_errc::invalid_request,
+                              "journal URI '" + uri
+                                + "': expected sqlite:PATH or nats://HOST:PORT[,HOST:PORT...]"
+                                  "[?stream=NAME&replicas=N]");
   }
 
   caf::error start() {
+    if (auto err = open_journal())
+      return err;
     const auto& path = ctx.opts.db_path;
-    auto j = ap::sqlite_journal::open({.path = path});
-    if (!j)
-      return std::move(j.error());
-    ctx.journal = *j;
-    ctx.host = std::make_unique<aa::host>(ctx.sys, ctx.journal, ctx.journal->snapshots());
+    ctx.host = std::make_unique<aa::host>(ctx.sys, ctx.journal, ctx.snapshots);
     auto* h = ctx.host.get();
     if (auto err = h->register_aggregate<bank::account>({.snapshot_every = 200}))
       return err;

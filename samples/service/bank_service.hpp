@@ -1,7 +1,9 @@
 #pragma once
 
 // The annals-bank service: accounts, transfers and football matches over HTTP/1.1 + JSON,
-// on one SQLite file that holds the journal, the snapshots and the SQL read models.
+// on one SQLite file that holds the journal, the snapshots and the SQL read models, or with
+// the journal and the snapshots on NATS JetStream and the read models in the node's own
+// SQLite file, fed from the replicated log.
 //
 // Commands (POST) go to aggregates through `host::ask_async` and never block an I/O
 // thread; queries that read the journal or a read model run on a small worker pool. The
@@ -20,8 +22,14 @@
 namespace service {
 
 struct bank_options {
-  /// The journal file (created if missing); the read models live in it too.
+  /// The SQLite file of the read models (created if missing); also the journal's, unless
+  /// `journal` names another place.
   std::string db_path = "annals.db";
+  /// Where the journal lives: empty (the file `db_path`), `sqlite:PATH` (the file PATH,
+  /// which then holds the read models too), or
+  /// `nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]` (NATS JetStream; the read
+  /// models stay in `db_path`). A nats:// journal needs annals built with JetStream.
+  std::string journal;
   /// How long a command may take before the client gets 504 `timeout`.
   std::chrono::milliseconds command_timeout{10'000};
   /// Threads that answer queries (journal reads, read models, metrics).

@@ -1,11 +1,13 @@
 // annals-bank: the bank and football service over HTTP/1.1 + JSON.
 //
-//   annals-bank [--db PATH] [--port N] [--host ADDR] [--threads N]
+//   annals-bank [--db PATH] [--journal URI] [--port N] [--host ADDR] [--threads N]
 //   annals-bank admin <subcommand> ...   (the annals tool with the bank's types registered)
 //
 // Prints "annals-bank listening on http://ADDR:PORT" once it serves (with --port 0 the
-// port is the one the system chose). SIGTERM or SIGINT: stop accepting connections, finish
-// the commands in flight, answer them, exit 0.
+// port is the one the system chose). --journal sqlite:PATH is --db PATH; --journal
+// nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N] keeps the journal on NATS
+// JetStream and the read models in the --db file. SIGTERM or SIGINT: stop accepting connections,
+// finish the commands in flight, answer them, exit 0.
 
 #include <csignal>
 #include <cstdio>
@@ -35,17 +37,21 @@ namespace {
 
 struct flags {
   std::string db = "./annals.db";
+  std::string journal; // empty: the --db file
   std::string host = "127.0.0.1";
   unsigned short port = 8080;
   std::size_t threads = 2;
 };
 
 [[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "annals-bank: %s\n"
-               "usage: annals-bank [--db PATH] [--port N] [--host ADDR] [--threads N]\n"
-               "       annals-bank admin <subcommand> ...  (annals-bank admin --help)\n",
-               why);
+  std::fprintf(
+    stderr,
+    "annals-bank: %s\n"
+    "usage: annals-bank [--db PATH] [--journal URI] [--port N] [--host ADDR] "
+    "[--threads N]\n"
+    "       URI: sqlite:PATH | nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]\n"
+    "       annals-bank admin <subcommand> ...  (annals-bank admin --help)\n",
+    why);
   std::exit(2);
 }
 
@@ -69,6 +75,8 @@ flags parse(int argc, char** argv) {
     };
     if (a == "--db")
       f.db = value();
+    else if (a == "--journal")
+      f.journal = value();
     else if (a == "--host")
       f.host = value();
     else if (a == "--port")
@@ -117,9 +125,10 @@ int main(int argc, char** argv) {
   annals::actors::configure(cfg);
   caf::actor_system sys{cfg};
 
-  auto app = service::bank_service::open(sys, {.db_path = f.db});
+  auto where = f.journal.empty() ? f.db : f.journal;
+  auto app = service::bank_service::open(sys, {.db_path = f.db, .journal = f.journal});
   if (!app) {
-    std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", f.db.c_str(),
+    std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", where.c_str(),
                  annals::render(app.error()).c_str());
     return 1;
   }
@@ -135,7 +144,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("annals-bank listening on http://%s:%u (journal %s)\n", f.host.c_str(),
-              static_cast<unsigned>((*server)->port()), f.db.c_str());
+              static_cast<unsigned>((*server)->port()), where.c_str());
   std::fflush(stdout);
 
   // Transfers that a stop interrupted finish (or compensate) in the background.

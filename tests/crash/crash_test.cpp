@@ -303,6 +303,7 @@ struct event_row {
 struct totals {
   int kills = 0;
   int restarts = 0;
+  int server_kills = 0; // nats-servers killed (JetStream build only)
   std::uint64_t rounds = 0;
   std::uint64_t checks = 0;
   std::uint64_t events_verified = 0;
@@ -678,12 +679,7 @@ private:
       ctl_.accepting = true;
     }
     ctl_.wake.notify_all();
-    {
-      std::unique_lock lk{ctl_.mtx};
-      ctl_.changed.wait_for(lk, delay, [this] { return !ctl_.fatal.empty(); });
-      if (!ctl_.fatal.empty())
-        fail(ctl_.fatal);
-    }
+    load_and_maybe_kill_a_server(delay);
     auto in_flight = ctl_.in_flight.load();
     auto retries_before = ctl_.retries.load();
     svc_->kill9();
@@ -695,6 +691,7 @@ private:
       ctl_.accepting = false;
     }
     auto restart_start = steady::now();
+    start_killed_server();
     svc_->restart();
     ++totals_.restarts;
     publish_port(svc_->port());
@@ -714,6 +711,49 @@ private:
         + " retries); " + std::to_string(settled) + " transfer(s) settled in "
         + fixed(settle_took, 2) + " s; checked " + num_text(events) + " events in "
         + fixed(seconds_since(check_start), 2) + " s");
+  }
+
+#ifdef ANNALS_SERVICE_ON_JETSTREAM
+  // On a JetStream cluster every other cycle also kills one nats-server (each in turn)
+  // half-way through the load, which goes on meanwhile; `start_killed_server` starts it
+  // again before the service restarts.
+  void load_and_maybe_kill_a_server(std::chrono::milliseconds delay) {
+    if (totals_.kills % 2 != 0) {
+      load_for(delay);
+      return;
+    }
+    load_for(delay / 2);
+    auto& cluster = service_test::jetstream_cluster();
+    downed_ = static_cast<std::size_t>(totals_.kills / 2) % cluster.size();
+    cluster.server(*downed_).kill9();
+    ++totals_.server_kills;
+    load_for(delay - delay / 2);
+  }
+
+  void start_killed_server() {
+    if (!downed_)
+      return;
+    auto& server = service_test::jetstream_cluster().server(*downed_);
+    downed_.reset();
+    server.start();
+    if (!server.wait_healthy())
+      fail("nats-server " + server.name() + " did not come back after its kill:\n" + server.log());
+  }
+
+  std::optional<std::size_t> downed_; // the nats-server killed in this cycle
+#else
+  void load_and_maybe_kill_a_server(std::chrono::milliseconds delay) {
+    load_for(delay);
+  }
+  void start_killed_server() {}
+#endif
+
+  // Lets the clients run for `d`; fails at once on a client's fatal error.
+  void load_for(std::chrono::milliseconds d) {
+    std::unique_lock lk{ctl_.mtx};
+    ctl_.changed.wait_for(lk, d, [this] { return !ctl_.fatal.empty(); });
+    if (!ctl_.fatal.empty())
+      fail(ctl_.fatal);
   }
 
   void final_round() {
@@ -1299,6 +1339,10 @@ private:
                 totals_.restarts, totals_.kills,
                 time_ran_out ? "; the time bound ended the loop before --kills was reached" : "");
     std::printf("  in flight at the kills: mean %.1f, max %d\n", mean_in_flight, max_in_flight);
+    if (service_test::on_jetstream)
+      std::printf("  journal on a three-server JetStream cluster (R3): %d nats-server kill(s) "
+                  "under load, each started again\n",
+                  totals_.server_kills);
     std::printf(
       "  commands sent %llu (deposits %llu, withdrawals %llu, transfers %llu), "
       "requests %llu\n",
@@ -1364,7 +1408,7 @@ private:
       return {};
     std::error_code ec;
     namespace fs = std::filesystem;
-    fs::path db = svc_->db_path();
+    fs::path db = svc_->db_path(); // with JetStream: the read models (the log stays on the cluster)
     for (const char* suffix : {"", "-wal", "-shm"}) {
       fs::path from = db.string() + suffix;
       if (fs::exists(from, ec))

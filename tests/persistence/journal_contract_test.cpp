@@ -197,6 +197,7 @@ JOURNAL_READ_CONTRACT("global offsets increase across streams, are consecutive w
                       "append, and gapless where the journal promises it") {
   TestType backend;
   auto j = backend.open();
+  CHECK(j->gapless_offsets() == TestType::gapless);
   std::uint64_t event_no = 1;
   std::uint64_t append_no = 1;
   std::vector<std::uint64_t> expected;

@@ -10,6 +10,10 @@
 // child also gets SIGKILL when the thread that started it ends (PR_SET_PDEATHSIG), which
 // covers a test process that dies without unwinding. A fixture made on another fixture's
 // journal starts a second service on the same file (`run_expecting_exit`).
+//
+// Built with ANNALS_SERVICE_ON_JETSTREAM, every service keeps its journal on a three-server
+// NATS JetStream cluster (R3, started once per test process, a fresh stream per fixture)
+// and only its read models in bank.db.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -33,11 +37,38 @@
 
 #include "service/http_client.hpp"
 
+#ifdef ANNALS_SERVICE_ON_JETSTREAM
+#include "jetstream/nats_servers.hpp"
+#endif
+
 #ifndef ANNALS_BANK_BINARY
 #error "ANNALS_BANK_BINARY must name the annals-bank executable"
 #endif
 
 namespace service_test {
+
+/// Whether the services keep their journal on JetStream (see the file comment).
+#ifdef ANNALS_SERVICE_ON_JETSTREAM
+inline constexpr bool on_jetstream = true;
+
+/// The cluster the services of this process share.
+inline annals::persistence::test::nats_cluster& jetstream_cluster() {
+  static annals::persistence::test::nats_cluster cluster{3};
+  return cluster;
+}
+
+/// A journal URI on a stream of its own.
+inline std::string fresh_journal_uri() {
+  return jetstream_cluster().urls()
+         + "?stream=" + annals::persistence::test::fresh_stream_name("BANK") + "&replicas=3";
+}
+#else
+inline constexpr bool on_jetstream = false;
+
+inline std::string fresh_journal_uri() {
+  return {}; // the --db file
+}
+#endif
 
 class service_process {
 public:
@@ -50,6 +81,7 @@ public:
     if (::mkdtemp(pattern) == nullptr)
       throw std::runtime_error{std::string{"mkdtemp: "} + std::strerror(errno)};
     dir_ = pattern;
+    journal_ = fresh_journal_uri();
     try {
       start();
     } catch (...) {
@@ -85,7 +117,12 @@ public:
     return service::http::client{"127.0.0.1", port_};
   }
 
-  /// The journal file.
+  /// The journal's URI on JetStream; empty when the journal is the file `db_path()`.
+  const std::string& journal_uri() const {
+    return journal_;
+  }
+
+  /// The journal file (with JetStream: the read models' file).
   std::string db_path() const {
     return db_.empty() ? (dir_ / "bank.db").string() : db_;
   }
@@ -222,6 +259,10 @@ private:
     std::string binary = ANNALS_BANK_BINARY;
     std::string db = db_path();
     std::vector<std::string> args{binary, "--db", db, "--port", "0", "--host", "127.0.0.1"};
+    if (!journal_.empty()) {
+      args.emplace_back("--journal");
+      args.push_back(journal_);
+    }
     std::vector<char*> argv;
     for (auto& a : args)
       argv.push_back(a.data());
@@ -293,7 +334,8 @@ private:
   }
 
   std::filesystem::path dir_;
-  std::string db_; // empty: bank.db in dir_
+  std::string db_;      // empty: bank.db in dir_
+  std::string journal_; // empty: the journal is db_path()
   std::filesystem::path log_path_;
   pid_t pid_ = -1;
   unsigned short port_ = 0;

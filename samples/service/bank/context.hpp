@@ -20,6 +20,7 @@
 #include "account/owner_index.hpp"
 #include "annals/actors/host.hpp"
 #include "annals/actors/projection.hpp"
+#include "annals/persistence/journal.hpp"
 #include "annals/persistence/sqlite_journal.hpp"
 #include "match/projections.hpp"
 #include "service/bank/errors.hpp"
@@ -38,7 +39,13 @@ struct bank_context {
 
   caf::actor_system& sys;
   bank_options opts;
-  std::shared_ptr<annals::persistence::sqlite_journal> journal;
+  /// The log, wherever it lives (`bank_options::journal`).
+  annals::persistence::journal_ptr journal;
+  annals::persistence::snapshot_store_ptr snapshots;
+  /// The same journal when it is the SQLite file (its statistics feed /metrics); else null.
+  std::shared_ptr<annals::persistence::sqlite_journal> sqlite;
+  /// Closes the journal (every backend has a `close`, none in the `journal` interface).
+  std::function<void()> close_journal;
   std::unique_ptr<annals::actors::host> host;
   std::shared_ptr<bank::owner_index> owners = std::make_shared<bank::owner_index>();
   std::shared_ptr<match::scoreboard_projection> board =

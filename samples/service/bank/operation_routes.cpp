@@ -47,7 +47,10 @@ http::response health(bank_context& ctx) {
   if (!head)
     healthy = false;
   json::object body{{"status", healthy ? "ok" : "degraded"},
-                    {"journal", {{"path", ctx.opts.db_path}, {"head_offset", head ? *head : 0}}},
+                    {"journal",
+                     {{"path", ctx.sqlite ? ctx.opts.db_path : std::string{}},
+                      {"uri", ctx.sqlite ? "sqlite:" + ctx.opts.db_path : ctx.opts.journal},
+                      {"head_offset", head ? *head : 0}}},
                     {"projections", std::move(projs)}};
   return json_response(healthy ? 200 : 503, body);
 }
@@ -71,9 +74,6 @@ std::string metrics(bank_context& ctx) {
   counter("annals_events_replayed_total", "Events replayed by recoveries.", m.events_replayed);
   counter("annals_snapshots_written_total", "Snapshots saved.", m.snapshots_written);
   counter("annals_passivations_total", "Aggregates stopped when idle or evicted.", m.passivations);
-  auto js = ctx.journal->stats();
-  counter("annals_journal_appends_total", "Appends committed by the journal.", js.appends);
-  counter("annals_journal_failed_appends_total", "Appends the journal refused.", js.failed_appends);
   auto histogram = [&out](const char* name, const char* help, const auto& bounds,
                           const auto& counts, double scale, double sum) {
     out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " histogram\n";
@@ -88,11 +88,19 @@ std::string metrics(bank_context& ctx) {
         << name << "_sum " << sum << '\n'
         << name << "_count " << cumulative << '\n';
   };
-  histogram("annals_journal_batch_size", "Writes committed per journal transaction.",
-            js.batch_bounds, js.batch_histogram, 1.0, static_cast<double>(js.batch_writes_sum));
-  histogram("annals_journal_commit_seconds", "Journal transaction time, BEGIN to COMMIT (fsync).",
-            js.commit_bounds_us, js.commit_histogram, 1e-6,
-            static_cast<double>(js.commit_us_sum) * 1e-6);
+  // The SQLite journal counts its own appends and commits; JetStream keeps such figures
+  // on its servers (the monitoring endpoint).
+  if (ctx.sqlite) {
+    auto js = ctx.sqlite->stats();
+    counter("annals_journal_appends_total", "Appends committed by the journal.", js.appends);
+    counter("annals_journal_failed_appends_total", "Appends the journal refused.",
+            js.failed_appends);
+    histogram("annals_journal_batch_size", "Writes committed per journal transaction.",
+              js.batch_bounds, js.batch_histogram, 1.0, static_cast<double>(js.batch_writes_sum));
+    histogram("annals_journal_commit_seconds", "Journal transaction time, BEGIN to COMMIT (fsync).",
+              js.commit_bounds_us, js.commit_histogram, 1e-6,
+              static_cast<double>(js.commit_us_sum) * 1e-6);
+  }
   out << "# HELP annals_projection_offset Last journal offset a projection processed.\n"
          "# TYPE annals_projection_offset gauge\n";
   std::vector<std::pair<std::string, std::uint64_t>> lags;

@@ -77,13 +77,18 @@ std::uint64_t stored_offset(sqlite3* db, const char* projection) {
 
 caf::error create_read_model_tables(const std::string& path) {
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+  // The file is new when the journal lives elsewhere (JetStream); WAL lets the queries'
+  // read-only connection read while the projections write.
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr)
+      != SQLITE_OK) {
     auto msg = std::string{sqlite3_errmsg(db)};
     sqlite3_close(db);
     return annals::make_error(annals::errc::unavailable, "cannot open " + path + ": " + msg);
   }
   sqlite3_busy_timeout(db, 10'000);
   try {
+    if (sqlite3_exec(db, "PRAGMA journal_mode = WAL", nullptr, nullptr, nullptr) != SQLITE_OK)
+      throw std::runtime_error{sqlite3_errmsg(db)};
     bank::balances_projection{}.create_schema(db);
     bank::statement_projection{}.create_schema(db);
     if (!annals::actors::create_offsets_table(db, false, std::chrono::seconds{10}))

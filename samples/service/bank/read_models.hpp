@@ -14,8 +14,9 @@ struct sqlite3;
 
 namespace service {
 
-/// Creates the read models' tables (and `projection_offsets`) in `path` if missing, so that
-/// queries find them whatever the projections' progress. Fails with `annals.unavailable`.
+/// Creates the file `path` (in WAL mode) and the read models' tables (and
+/// `projection_offsets`) in it if missing, so that queries find them whatever the
+/// projections' progress. Fails with `annals.unavailable`.
 caf::error create_read_model_tables(const std::string& path);
 
 /// One read-only connection to the read-model tables, shared by the query workers (one query

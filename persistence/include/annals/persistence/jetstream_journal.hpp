@@ -73,6 +73,17 @@ struct jetstream_options {
   std::chrono::milliseconds open_timeout{10'000};
 };
 
+/// Reads a journal URI, `nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]`, into
+/// options (everything else keeps its default). Fails with `journal_errc::invalid_request`
+/// naming what is wrong: another scheme, no server, an unknown parameter, a stream name
+/// with characters other than letters, digits, `-` and `_`, replicas other than 1 to 5.
+///
+/// ```cpp
+/// auto opts = jetstream_options_from_uri("nats://10.0.0.1:4222,10.0.0.2:4222?replicas=3");
+/// // opts->servers == "nats://10.0.0.1:4222,nats://10.0.0.2:4222", opts->replicas == 3
+/// ```
+caf::expected<jetstream_options> jetstream_options_from_uri(std::string_view uri);
+
 /// A journal on NATS JetStream; see the file comment.
 ///
 /// Operations run on the journal's own threads (one for appends, one for reads and

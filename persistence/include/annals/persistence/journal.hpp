@@ -14,7 +14,8 @@
 ///   reads on from that offset + 1 never skips or repeats an event. The SQLite and in-memory
 ///   journals number events 1, 2, 3, ... without gaps; a journal whose log is ordered per
 ///   append rather than per event (NATS JetStream: `stream sequence * 1,000,000 + index`)
-///   leaves gaps between appends, so readers must not infer a missing event from a gap.
+///   leaves gaps between appends, so readers must not infer a missing event from a gap;
+///   `gapless_offsets()` says which kind a journal is.
 /// - Reads are paged: each returns at most `max` records, in sequence or offset order.
 /// - Completion callbacks may run on any thread (a journal's own worker thread, or inline
 ///   in the caller). They must return quickly and must not wait on the journal.
@@ -142,6 +143,14 @@ public:
   /// `unsubscribe`. Batches arrive in offset order and none is left out.
   virtual std::uint64_t subscribe(commit_listener f) = 0;
   virtual void unsubscribe(std::uint64_t handle) = 0;
+
+  /// True if offsets run 1, 2, 3, ... without gaps, so that a reader may take a jump in
+  /// the offsets it sees for an event it missed (and read it from the journal). False, the
+  /// default, makes readers treat commit notices as wake-ups and read the log itself; a
+  /// journal overrides this only when it numbers every event consecutively.
+  [[nodiscard]] virtual bool gapless_offsets() const noexcept {
+    return false;
+  }
 };
 
 using journal_ptr = std::shared_ptr<journal>;

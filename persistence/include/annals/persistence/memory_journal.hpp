@@ -51,6 +51,10 @@ public:
                        callback<std::vector<std::string>> done) override;
   std::uint64_t subscribe(commit_listener f) override;
   void unsubscribe(std::uint64_t handle) override;
+  /// Offsets are 1, 2, 3, ... without gaps.
+  [[nodiscard]] bool gapless_offsets() const noexcept override {
+    return true;
+  }
 
   /// Makes every later append fail with `err` (e.g. `journal_errc::disk_full`) until
   /// called with a default-constructed error. A fault-injection hook for tests.

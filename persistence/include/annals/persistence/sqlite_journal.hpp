@@ -198,6 +198,10 @@ public:
                        callback<std::vector<std::string>> done) override;
   std::uint64_t subscribe(commit_listener f) override;
   void unsubscribe(std::uint64_t handle) override;
+  /// Offsets are 1, 2, 3, ... without gaps.
+  [[nodiscard]] bool gapless_offsets() const noexcept override {
+    return true;
+  }
 
   /// Finishes every operation already submitted, then stops the threads and closes the
   /// connections. Operations submitted afterwards fail with `journal_errc::closed`.
