@@ -50,6 +50,15 @@ struct live_overflow {};
 /// journal at least this often, so that a commit notice lost with a broken connection
 /// (a networked journal's subscription) delays the projection but never stalls it.
 struct poll_tick {};
+
+/// Reads again after a read failed with `journal_errc::unavailable` (a networked journal
+/// between leaders, or reconnecting): the projection keeps its place and retries, with a
+/// delay that doubles from `min_retry` up to `max_retry`, instead of failing.
+struct retry_read {
+  std::uint64_t generation = 0;
+};
+constexpr std::chrono::milliseconds min_retry{100};
+constexpr std::chrono::milliseconds max_retry{2000};
 constexpr std::chrono::milliseconds poll_interval{1000};
 
 /// Bounds the live batches waiting in a projection's mailbox. Shared by the commit listener
@@ -73,6 +82,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::head_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::waiter_expired)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::live_overflow)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::poll_tick)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::internal::retry_read)
 
 namespace annals::actors {
 namespace internal {
@@ -81,10 +91,11 @@ namespace internal {
 
 struct projection_actor_state {
   projection_setup setup;
-  std::uint64_t next = 1;       // one past the last offset processed (the next one, if gapless)
-  bool gapless = true;          // the journal's offsets have no gaps (journal::gapless_offsets)
-  bool ticking = false;         // a poll_tick is on its way (only without gapless offsets)
-  std::uint64_t live_head = 0;  // highest offset seen on the live stream
+  std::uint64_t next = 1; // one past the last offset processed (the next one, if gapless)
+  bool gapless = true;    // the journal's offsets have no gaps (journal::gapless_offsets)
+  bool ticking = false;   // a poll_tick is on its way (only without gapless offsets)
+  std::chrono::milliseconds retry_delay{0}; // after an unavailable journal; 0: none failed
+  std::uint64_t live_head = 0;              // highest offset seen on the live stream
   std::uint64_t generation = 0; // bumped by rebuild and failure: stale pages are dropped
   bool opened = false;          // the sink has loaded its offset
   std::optional<std::uint64_t> subscription;
@@ -256,6 +267,11 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
       if (st.state == projection_state::running && st.next <= st.live_head)
         request_page(self);
     },
+    [self](retry_read& r) {
+      auto& st = self->state;
+      if (r.generation == st.generation && st.state == projection_state::catching_up)
+        request_page(self);
+    },
     [self](poll_tick) {
       auto& st = self->state;
       st.ticking = false;
@@ -293,12 +309,25 @@ caf::behavior projection_behavior(projection_actor* self, projection_setup setup
       if (page.generation != st.generation || page.from != st.next
           || st.state == projection_state::failed)
         return; // a read made before a rebuild or a failure
+      if (!page.records && is(page.records.error(), persistence::journal_errc::unavailable)) {
+        st.retry_delay = std::clamp(st.retry_delay * 2, min_retry, max_retry);
+        st.error = make_error(projection_errc::journal_failed,
+                              "projection '" + st.setup.name + "': reading from offset "
+                                + std::to_string(page.from)
+                                + " failed, retrying: " + render(page.records.error()));
+        self->delayed_send(self, st.retry_delay, retry_read{st.generation});
+        return;
+      }
       if (!page.records) {
         fail(self, make_error(projection_errc::journal_failed,
                               "projection '" + st.setup.name + "': reading from offset "
                                 + std::to_string(page.from)
                                 + " failed: " + render(page.records.error())));
         return;
+      }
+      if (st.retry_delay.count() != 0) { // the journal answers again
+        st.retry_delay = std::chrono::milliseconds{0};
+        st.error = caf::error{};
       }
       auto& recs = *page.records;
       if (contiguous_prefix(recs, st.next, st.gapless) != recs.size()) {

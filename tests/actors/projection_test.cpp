@@ -169,11 +169,14 @@ private:
 
 /// The in-memory journal seen through offsets with gaps (each one times 10), as a journal
 /// that numbers appends rather than events hands them out: projections must neither wait
-/// for the missing numbers nor take a jump for a lost event.
+/// for the missing numbers nor take a jump for a lost event. `unavailable_reads` makes
+/// that many `read_all` calls fail with `journal_errc::unavailable`, as a networked
+/// journal between leaders does.
 class gapped_journal final : public persistence::journal {
 public:
   static constexpr std::uint64_t stride = 10;
   persistence::memory_journal inner;
+  std::atomic<int> unavailable_reads{0};
 
   void append(persistence::append_request req,
               persistence::callback<persistence::append_result> done) override {
@@ -191,6 +194,10 @@ public:
   }
   void read_all(std::uint64_t from, std::size_t max,
                 persistence::callback<std::vector<event_record>> done) override {
+    if (unavailable_reads.fetch_sub(1) > 0) {
+      done(make_error(persistence::journal_errc::unavailable, "no stream leader (test)"));
+      return;
+    }
     inner.read_all(inner_from(from), max, spread(std::move(done)));
   }
   void read_tagged(std::string tag, std::uint64_t from, std::size_t max,
@@ -322,6 +329,24 @@ TEST_CASE("a projection started in the middle of heavy writing ends with exactly
   REQUIRE(all.back() == head);
   reach(proj, head);
   CHECK(handler->offsets() == all);
+}
+
+TEST_CASE("a projection whose journal is unavailable for a while keeps its place, reads "
+          "again, and applies every event once") {
+  test_system ts;
+  auto journal = std::make_shared<gapped_journal>();
+  write(*journal, "account|a", 0, 5);
+  journal->unavailable_reads = 4; // the first catch-up read and three retries fail
+  auto handler = std::make_shared<recording_handler>();
+  auto proj = spawn_projection(ts.sys, journal, handler, {.name = "patient", .page_size = 2});
+  write(*journal, "account|b", 0, 3);
+  auto head = head_of(*journal);
+  auto st = reach(proj, head);
+  CHECK(st.state != projection_state::failed);
+  CHECK(st.error.empty()); // the failed reads' error is gone once a read succeeded
+  CHECK(journal->unavailable_reads.load() < 0);
+  CHECK(handler->offsets() == all_offsets(*journal));
+  CHECK(handler->offsets().size() == 8);
 }
 
 TEST_CASE("on a journal with gaps between offsets a projection applies live commits once each, "
