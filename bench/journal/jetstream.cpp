@@ -1,0 +1,359 @@
+// bench_journal, JetStream: `jetstream_journal` beside its ceiling, raw libnats async
+// publishes (js_PublishMsgAsync with at most --in-flight outstanding) of messages shaped
+// like the journal's: the same subjects (`STREAM.e.<subject token>`), envelope bodies of
+// the same layout and size, and the same headers (Nats-Msg-Id,
+// Nats-Expected-Last-Subject-Sequence, Nats-Expected-Stream) into a stream with the same
+// settings. Both write fresh streams; the bench deletes them at the end.
+//
+// The raw publisher knows every expected sequence in advance: it is the only writer of its
+// fresh stream, so message i gets stream sequence i + 1. The journal cannot know it (other
+// writers may append): it learns the sequence of an id's last message from that message's
+// acknowledgement, so the appends to one id go one round trip at a time.
+
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "annals/persistence/jetstream_journal.hpp"
+
+#include "journal.hpp"
+
+namespace bench::journal_bench {
+
+namespace {
+
+// -- a connection of the bench's own ------------------------------------------------------
+
+void check(natsStatus s, const std::string& what) {
+  if (s != NATS_OK)
+    die(what + ": " + natsStatus_GetText(s) + " " + nats_GetLastError(nullptr));
+}
+
+struct nats_client {
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+
+  explicit nats_client(const std::string& servers) {
+    std::vector<std::string> urls;
+    for (std::size_t pos = 0; pos <= servers.size();) {
+      auto comma = std::min(servers.find(',', pos), servers.size());
+      urls.push_back(servers.substr(pos, comma - pos));
+      pos = comma + 1;
+    }
+    std::vector<const char*> curls;
+    for (const auto& u : urls)
+      curls.push_back(u.c_str());
+    natsOptions* o = nullptr;
+    check(natsOptions_Create(&o), "natsOptions_Create");
+    natsOptions_SetServers(o, curls.data(), static_cast<int>(curls.size()));
+    auto s = natsConnection_Connect(&nc, o);
+    natsOptions_Destroy(o);
+    check(s, "connecting to " + servers);
+    check(natsConnection_JetStream(&js, nc, nullptr), "natsConnection_JetStream");
+  }
+  ~nats_client() {
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+  }
+  nats_client(const nats_client&) = delete;
+  nats_client& operator=(const nats_client&) = delete;
+
+  void delete_stream(const std::string& name) {
+    jsErrCode code{};
+    js_DeleteStream(js, name.c_str(), nullptr, &code); // absent: nothing to do
+  }
+};
+
+/// Creates `name` (subjects `name.e.*`) with the journal's settings and waits (bounded)
+/// until it has a leader.
+void create_raw_stream(nats_client& c, const std::string& name, int replicas) {
+  auto subject = name + ".e.*";
+  const char* subj = subject.c_str();
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = name.c_str();
+  cfg.Subjects = &subj;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  cfg.Retention = js_LimitsPolicy;
+  cfg.Replicas = replicas;
+  cfg.Duplicates = jetstream_options{}.duplicate_window.count() * 1'000'000;
+  cfg.DenyDelete = true;
+  cfg.DenyPurge = true;
+  jsStreamInfo* si = nullptr;
+  jsErrCode code{};
+  check(js_AddStream(&si, c.js, &cfg, nullptr, &code), "creating stream " + name);
+  jsStreamInfo_Destroy(si);
+  auto deadline = clock_type::now() + std::chrono::seconds{30};
+  while (clock_type::now() < deadline) {
+    si = nullptr;
+    if (js_GetStreamInfo(&si, c.js, name.c_str(), nullptr, &code) == NATS_OK) {
+      bool led =
+        si->Cluster == nullptr || (si->Cluster->Leader != nullptr && *si->Cluster->Leader != '\0');
+      jsStreamInfo_Destroy(si);
+      if (led)
+        return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  }
+  die("stream " + name + " has no leader after 30 s");
+}
+
+// -- the raw publisher --------------------------------------------------------------------
+
+void put_u32(std::string& out, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void put_u64(std::string& out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void put_str(std::string& out, std::string_view s) {
+  put_u32(out, static_cast<std::uint32_t>(s.size()));
+  out.append(s);
+}
+
+/// A message body in the journal's envelope layout (jetstream/envelope.hpp): one event,
+/// no metadata, no tags, a zero hash; the same size as the journal's message for `r`.
+std::string envelope_like(const row& r, std::int64_t timestamp_us) {
+  std::string out = "ANJ1";
+  put_u64(out, r.seq);
+  put_u64(out, static_cast<std::uint64_t>(timestamp_us));
+  put_str(out, r.persistence_id);
+  put_str(out, "");
+  put_str(out, "");
+  put_u32(out, 1);
+  put_str(out, "bench.deposited");
+  put_u32(out, 1);
+  put_str(out, r.payload);
+  put_u32(out, 0);
+  out.append(32, '\0');
+  return out;
+}
+
+/// The payload inside an `envelope_like` body.
+std::string_view payload_of(std::string_view body) {
+  auto u32 = [&](std::size_t at) {
+    std::uint32_t v = 0;
+    for (int i = 0; i < 4; ++i)
+      v |= static_cast<std::uint32_t>(
+             static_cast<unsigned char>(body[at + static_cast<std::size_t>(i)]))
+           << (8 * i);
+    return static_cast<std::size_t>(v);
+  };
+  std::size_t at = 4 + 8 + 8;
+  for (int i = 0; i < 3; ++i) // id, command id, correlation id
+    at += 4 + u32(at);
+  at += 4;           // event count
+  at += 4 + u32(at); // name
+  at += 4;           // version
+  return body.substr(at + 4, u32(at));
+}
+
+struct raw_acks {
+  std::vector<clock_type::time_point> started;
+  std::vector<double> latency_ms;
+  std::atomic<std::uint64_t> failed{0};
+  std::string prefix; ///< Nats-Msg-Id is prefix + index
+};
+
+void on_raw_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  auto* acks = static_cast<raw_acks*>(closure);
+  const char* id = nullptr;
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != nullptr) {
+    auto i = std::stoul(std::string{id + acks->prefix.size()});
+    acks->latency_ms[i] =
+      std::chrono::duration<double, std::milli>(clock_type::now() - acks->started[i]).count();
+  }
+  if (pae != nullptr || pa == nullptr || pa->Duplicate)
+    acks->failed.fetch_add(1);
+  natsMsg_Destroy(msg);
+}
+
+void run_raw_appends(const std::string& servers, const std::string& stream, int replicas,
+                     const std::vector<row>& rows, std::size_t in_flight, append_figures& out) {
+  nats_client c{servers};
+  create_raw_stream(c, stream, replicas);
+  auto n = rows.size();
+  // Everything but the publishing itself is prepared before the clock starts.
+  std::vector<std::string> bodies;
+  std::vector<std::string> subjects;
+  std::vector<std::string> expected;
+  bodies.reserve(n);
+  subjects.reserve(n);
+  expected.reserve(n);
+  std::unordered_map<std::string, std::uint64_t> last; // subject -> stream seq of its last
+  auto ts = std::chrono::duration_cast<std::chrono::microseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count();
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& r = rows[i];
+    bodies.push_back(envelope_like(r, ts));
+    subjects.push_back(stream + ".e." + subject_token(r.persistence_id));
+    auto& l = last[subjects.back()];
+    expected.push_back(std::to_string(l));
+    l = i + 1;
+  }
+  raw_acks acks;
+  acks.started.resize(n);
+  acks.latency_ms.resize(n);
+  acks.prefix = "raw-" + stream + "-";
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.MaxPending = static_cast<int64_t>(in_flight);
+  jo.PublishAsync.AckHandler = &on_raw_ack;
+  jo.PublishAsync.AckHandlerClosure = &acks;
+  jo.PublishAsync.StallWait = 60'000;
+  jsCtx* js = nullptr;
+  check(natsConnection_JetStream(&js, c.nc, &jo), "natsConnection_JetStream");
+  auto start = clock_type::now();
+  for (std::size_t i = 0; i < n; ++i) {
+    natsMsg* m = nullptr;
+    check(natsMsg_Create(&m, subjects[i].c_str(), nullptr, bodies[i].data(),
+                         static_cast<int>(bodies[i].size())),
+          "natsMsg_Create");
+    auto id = acks.prefix + std::to_string(i);
+    natsMsgHeader_Set(m, "Nats-Msg-Id", id.c_str());
+    natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", expected[i].c_str());
+    natsMsgHeader_Set(m, "Nats-Expected-Stream", stream.c_str());
+    acks.started[i] = clock_type::now();
+    auto s = js_PublishMsgAsync(js, &m, nullptr);
+    if (s != NATS_OK) {
+      natsMsg_Destroy(m);
+      check(s, "js_PublishMsgAsync");
+    }
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 120'000;
+  check(js_PublishAsyncComplete(js, &po), "js_PublishAsyncComplete");
+  auto elapsed = seconds_since(start);
+  jsCtx_Destroy(js);
+  out.baseline_events_per_s = static_cast<double>(n) / elapsed;
+  out.baseline_p50_ms = percentile(acks.latency_ms, 0.50);
+  out.baseline_p99_ms = percentile(acks.latency_ms, 0.99);
+  out.failed += acks.failed.load();
+}
+
+/// Reads every message of `stream` through an ordered consumer (what the journal's
+/// readers use), decoding each payload; keeps the best rate in `out`.
+void run_raw_replay(const std::string& servers, const std::string& stream, std::size_t n,
+                    replay_figures& out) {
+  nats_client c{servers};
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Ordered = true;
+  so.Stream = stream.c_str();
+  auto start = clock_type::now();
+  natsSubscription* sub = nullptr;
+  jsErrCode code{};
+  auto filter = stream + ".e.*";
+  check(js_SubscribeSync(&sub, c.js, filter.c_str(), nullptr, &so, &code),
+        "ordered consumer on " + stream);
+  std::size_t rows = 0;
+  std::int64_t sum = 0;
+  while (rows < n) {
+    natsMsg* m = nullptr;
+    check(natsSubscription_NextMsg(&m, sub, 10'000), "reading " + stream);
+    std::string_view body{natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))};
+    sum += decode_cents(payload_of(body));
+    natsMsg_Destroy(m);
+    ++rows;
+  }
+  auto elapsed = seconds_since(start);
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  out.baseline_rows_per_s = std::max(out.baseline_rows_per_s, static_cast<double>(rows) / elapsed);
+  if (sum == 42)
+    std::puts("");
+}
+
+// -- the journal --------------------------------------------------------------------------
+
+std::shared_ptr<jetstream_journal> open_journal(jetstream_options opts, const std::string& stream) {
+  opts.stream = stream;
+  opts.open_timeout = std::chrono::milliseconds{30'000};
+  auto j = jetstream_journal::open(opts);
+  if (!j)
+    die(annals::render(j.error()));
+  return *j;
+}
+
+} // namespace
+
+results run_jetstream(const config& cfg) {
+  auto parsed = parse_jetstream_uri(cfg.uri);
+  if (!parsed)
+    die(annals::render(parsed.error()));
+  auto opts = *parsed;
+  results res;
+  res.journal = "jetstream R" + std::to_string(opts.replicas);
+  res.baseline = "raw libnats js_PublishMsgAsync of envelope-shaped bodies with the same headers, "
+                 "same in-flight bound; ordered-consumer read";
+  res.events = cfg.events == 0 ? 20'000 : cfg.events;
+  // A stream name of the user's choice (default ANNALS) prefixes the bench's streams.
+  auto base = opts.stream + "_BENCH" + std::to_string(std::random_device{}() % 100'000);
+  std::vector<std::string> created;
+  std::string replay_journal, replay_raw;
+  for (std::size_t ids : {std::size_t{1}, std::size_t{100}, std::size_t{10'000}}) {
+    auto rows = make_rows(res.events, ids);
+    append_figures fig;
+    fig.ids = ids;
+    for (std::size_t round = 0; round < cfg.rounds; ++round) {
+      auto suffix = std::to_string(ids) + "_" + std::to_string(round);
+      auto journal_stream = base + "_J" + suffix;
+      auto raw_stream = base + "_R" + suffix;
+      created.push_back(journal_stream);
+      created.push_back(journal_stream + "_SNAPSHOTS");
+      created.push_back(raw_stream);
+      append_figures run;
+      {
+        auto j = open_journal(opts, journal_stream);
+        run_journal_appends(*j, rows, cfg.in_flight, run);
+        j->close();
+      }
+      run_raw_appends(opts.servers, raw_stream, opts.replicas, rows, cfg.in_flight, run);
+      if (round == 0 || run.events_per_s > fig.events_per_s) {
+        fig.events_per_s = run.events_per_s;
+        fig.p50_ms = run.p50_ms;
+        fig.p99_ms = run.p99_ms;
+        fig.max_ms = run.max_ms;
+      }
+      if (round == 0 || run.baseline_events_per_s > fig.baseline_events_per_s) {
+        fig.baseline_events_per_s = run.baseline_events_per_s;
+        fig.baseline_p50_ms = run.baseline_p50_ms;
+        fig.baseline_p99_ms = run.baseline_p99_ms;
+      }
+      fig.failed += run.failed;
+      replay_journal = journal_stream;
+      replay_raw = raw_stream;
+    }
+    res.appends.push_back(fig);
+    if (!cfg.json)
+      print_append(fig, false);
+  }
+  // Both reads cover the last 10,000-id streams; alternating and keeping the best of each.
+  for (std::size_t round = 0; round < std::max<std::size_t>(cfg.rounds, 3); ++round) {
+    run_raw_replay(opts.servers, replay_raw, res.events, res.replay);
+    auto j = open_journal(opts, replay_journal);
+    run_journal_replay(*j, 2048, res.replay);
+    j->close();
+  }
+  nats_client c{opts.servers};
+  for (const auto& s : created)
+    c.delete_stream(s);
+  return res;
+}
+
+} // namespace bench::journal_bench
