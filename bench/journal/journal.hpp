@@ -43,8 +43,9 @@ struct append_figures {
   double max_ms = 0;
   double baseline_p50_ms = 0;
   double baseline_p99_ms = 0;
-  std::uint64_t transactions = 0; ///< SQLite: commits of the journal's writer
-  std::uint64_t failed = 0;
+  std::uint64_t transactions = 0;    ///< SQLite: commits of the journal's writer
+  std::uint64_t failed = 0;          ///< journal appends that failed
+  std::uint64_t baseline_failed = 0; ///< raw publishes refused; such a round's rate is left out
 };
 
 struct replay_figures {

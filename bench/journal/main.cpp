@@ -134,6 +134,9 @@ void print_append(const append_figures& fig, bool with_transactions) {
     std::printf("  (%llu commits)", static_cast<unsigned long long>(fig.transactions));
   else
     std::printf("  (baseline p50 %.2f ms, p99 %.2f ms)", fig.baseline_p50_ms, fig.baseline_p99_ms);
+  if (fig.baseline_failed > 0)
+    std::printf("  [%llu raw publishes refused; those rounds left out]",
+                static_cast<unsigned long long>(fig.baseline_failed));
   std::printf("\n");
   std::fflush(stdout);
 }
@@ -218,6 +221,7 @@ int main(int argc, char** argv) {
         {"failed", fig.failed},
       };
       if (nats) {
+        a["baseline_failed"] = fig.baseline_failed;
         a["baseline_p50_ms"] = fig.baseline_p50_ms;
         a["baseline_p99_ms"] = fig.baseline_p99_ms;
       } else {
