@@ -436,7 +436,12 @@ results run_jetstream(const config& cfg) {
   // Both reads cover the last 10,000-id streams; alternating and keeping the best of each.
   for (std::size_t round = 0; round < std::max<std::size_t>(cfg.rounds, 3); ++round) {
     run_raw_replay(opts.servers, replay_raw, res.replay);
-    auto j = open_journal(opts, replay_journal);
+    // Each page is a new ordered consumer, and creating one on a stream with 10,000
+    // subjects took 0.1-1.4 s here (R1): more than the default 2 s request timeout on a
+    // loaded cluster. The reads get 10 s.
+    auto replay_opts = opts;
+    replay_opts.request_timeout = std::chrono::milliseconds{10'000};
+    auto j = open_journal(replay_opts, replay_journal);
     run_journal_replay(*j, 2048, res.replay);
     j->close();
   }
