@@ -4,10 +4,8 @@
 // `--rounds`.
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstdio>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -95,62 +93,22 @@ struct raw_run {
   std::uint64_t failed = 0;
 };
 
-/// Appends `reqs` with `in_flight` outstanding; the next one is submitted from the
-/// completion callback (as bench_journal does).
+/// Appends `reqs` with `in_flight` outstanding (as bench_journal does).
 raw_run append_all(sqlite_journal& j, const std::vector<append_request>& reqs,
                    std::size_t in_flight) {
-  struct driver {
-    sqlite_journal* j;
-    const std::vector<append_request>* reqs;
-    std::vector<clock_type::time_point> started;
-    std::vector<double> latency_ms;
-    std::mutex mtx;
-    std::condition_variable cv;
-    std::size_t next = 0;
-    std::size_t completed = 0;
-    std::uint64_t failed = 0;
-
-    void submit_locked() {
-      auto i = next++;
-      started[i] = clock_type::now();
-      j->append((*reqs)[i], [self = this, i](caf::expected<append_result> res) {
-        self->done(i, static_cast<bool>(res));
-      });
-    }
-
-    void done(std::size_t i, bool ok) {
-      latency_ms[i] = ms_between(started[i], clock_type::now());
-      std::lock_guard guard{mtx};
-      if (!ok)
-        ++failed;
-      if (next < reqs->size())
-        submit_locked();
-      if (++completed == reqs->size())
-        cv.notify_all();
-    }
-  };
-  auto n = reqs.size();
-  driver d{&j, &reqs, std::vector<clock_type::time_point>(n), std::vector<double>(n)};
   auto tx_before = j.stats().transactions;
   auto cpu_before = cpu_now();
-  auto start = clock_type::now();
-  {
-    std::lock_guard guard{d.mtx};
-    while (d.next < std::min(in_flight, n))
-      d.submit_locked();
-  }
-  {
-    std::unique_lock lk{d.mtx};
-    d.cv.wait(lk, [&] { return d.completed == n; });
-  }
+  auto res = ::bench::run_in_flight(reqs.size(), in_flight, [&](std::size_t i, auto done) {
+    j.append(reqs[i], [done](caf::expected<append_result> r) { done(static_cast<bool>(r)); });
+  });
   raw_run out;
-  out.seconds = ms_between(start, clock_type::now()) / 1000.0;
+  out.seconds = res.seconds;
   out.cpu = cpu_now() - cpu_before;
-  out.events_per_s = static_cast<double>(n) / out.seconds;
-  out.p50_ms = percentile(d.latency_ms, 0.50);
-  out.p99_ms = percentile(d.latency_ms, 0.99);
+  out.events_per_s = static_cast<double>(reqs.size()) / out.seconds;
+  out.p50_ms = percentile(res.latency_ms, 0.50);
+  out.p99_ms = percentile(res.latency_ms, 0.99);
   out.transactions = j.stats().transactions - tx_before;
-  out.failed = d.failed;
+  out.failed = res.failed;
   return out;
 }
 

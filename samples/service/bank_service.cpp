@@ -53,7 +53,7 @@ struct bank_service::impl {
     }
     if (uri.starts_with("nats://")) {
 #ifdef ANNALS_BANK_WITH_JETSTREAM
-      auto opts = ap::jetstream_options_from_uri(uri);
+      auto opts = ap::parse_jetstream_uri(uri);
       if (!opts)
         return std::move(opts.error());
       auto j = ap::jetstream_journal::open(std::move(*opts));

@@ -1,7 +1,6 @@
 // Projections on a JetStream journal (offsets with gaps between appends): a projection
 // catches up, follows the appends of two journals on one stream (two processes), applies
 // every event once in the stream's order, and reaches the offset an append returned.
-// Also: reading a journal URI into options.
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -82,32 +81,4 @@ TEST_CASE("a projection on a JetStream journal applies the appends of two journa
   REQUIRE(all);
   CHECK(all->size() == 10 + 20 + 60);
   CHECK(handler->seen() == *all);
-}
-
-TEST_CASE("a journal URI names the servers, the stream and the replicas; a bad one is refused "
-          "naming what is wrong",
-          "[jetstream]") {
-  auto one = jetstream_options_from_uri("nats://127.0.0.1:4222");
-  REQUIRE(one);
-  CHECK(one->servers == "nats://127.0.0.1:4222");
-  CHECK(one->stream == jetstream_options{}.stream);
-  CHECK(one->replicas == 1);
-  auto three = jetstream_options_from_uri("nats://h1:1,h2:2,nats://h3:3?stream=BANK-1&replicas=3");
-  REQUIRE(three);
-  CHECK(three->servers == "nats://h1:1,nats://h2:2,nats://h3:3");
-  CHECK(three->stream == "BANK-1");
-  CHECK(three->replicas == 3);
-  for (auto [uri, says] : std::vector<std::pair<std::string, std::string>>{
-         {"sqlite:x.db", "expected nats://"},
-         {"nats://", "names no server"},
-         {"nats://h:1?stream=a.b", "stream name 'a.b'"},
-         {"nats://h:1?replicas=0", "replicas '0'"},
-         {"nats://h:1?replicas=3x", "replicas '3x'"},
-         {"nats://h:1?durable=yes", "unknown parameter 'durable'"}}) {
-    INFO(uri);
-    auto res = jetstream_options_from_uri(uri);
-    REQUIRE_FALSE(res);
-    CHECK(is(res.error(), journal_errc::invalid_request));
-    CHECK_THAT(render(res.error()), Catch::Contains(says) && Catch::Contains(uri));
-  }
 }

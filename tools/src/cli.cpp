@@ -50,7 +50,11 @@ std::string general_usage(const std::string& p) {
            "               service writes to it\n"
            "\n"
            "Every subcommand but rebuild and import only reads DB, through read-only connections:\n"
-           "safe while a service writes to the same file. Exit codes: 0 ok, 1 failure, 2 usage.\n";
+           "safe while a service writes to the same file. Exit codes: 0 ok, 1 failure, 2 usage.\n"
+           "\n"
+           "inspect, events, state, verify, export and import also take a journal on NATS\n"
+           "JetStream as DB: nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]\n"
+           "(in a build with the JetStream journal).\n";
 }
 
 std::string usage_of(std::string_view sub, const std::string& p) {
@@ -139,7 +143,11 @@ std::string usage_of(std::string_view sub, const std::string& p) {
              "journal or not exist yet (it is created). Checks that offsets run on from 1\n"
              "and that every line's hash continues the chain; a broken line is named and\n"
              "nothing is written. All rows go in in one transaction; then the file is\n"
-             "verified.\n";
+             "verified.\n"
+             "\n"
+             "Into a JetStream journal (DB nats://...?stream=NAME): the whole input is checked\n"
+             "first (offsets need only increase), then appended in its order into an empty or\n"
+             "new stream, which numbers and timestamps the events anew; then it is verified.\n";
   return general_usage(p);
 }
 

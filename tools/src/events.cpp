@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <set>
 #include <thread>
 #include <variant>
 
@@ -19,6 +20,7 @@
 #include "annals/persistence_id.hpp"
 #include "journal_file.hpp"
 #include "output.hpp"
+#include "remote_journal.hpp"
 
 namespace annals::tools::detail {
 
@@ -116,18 +118,31 @@ std::string fit(std::string s, std::size_t width) {
   return s.substr(0, cut) + "...";
 }
 
+/// The longest values of a journal's columns, which size the table's columns.
+struct column_widths {
+  std::size_t persistence_id = 0;
+  std::size_t name = 0;
+  std::uint64_t seq = 0;
+  std::uint64_t offset = 0;
+};
+
+column_widths widths_of(sqlite3* db, const std::string& path) {
+  statement stmt{db,
+                 "SELECT coalesce(max(length(persistence_id)), 0), coalesce(max(length(name)), "
+                 "0), coalesce(max(seq), 0), coalesce(max(global_offset), 0) FROM events",
+                 path};
+  stmt.step();
+  return {static_cast<std::size_t>(stmt.int64(0)), static_cast<std::size_t>(stmt.int64(1)),
+          static_cast<std::uint64_t>(stmt.int64(2)), static_cast<std::uint64_t>(stmt.int64(3))};
+}
+
 class table_printer {
 public:
-  table_printer(sqlite3* db, const std::string& path, std::ostream& out) : out_(out) {
-    statement stmt{db,
-                   "SELECT coalesce(max(length(persistence_id)), 0), coalesce(max(length(name)), "
-                   "0), coalesce(max(seq), 0), coalesce(max(global_offset), 0) FROM events",
-                   path};
-    stmt.step();
-    stream_ = std::clamp<std::size_t>(static_cast<std::size_t>(stmt.int64(0)), 6, 40);
-    type_ = std::clamp<std::size_t>(static_cast<std::size_t>(stmt.int64(1)), 4, 32);
-    seq_ = std::max<std::size_t>(std::to_string(stmt.int64(2)).size(), 3);
-    offset_ = std::max<std::size_t>(std::to_string(stmt.int64(3)).size() + 1, 6);
+  table_printer(const column_widths& w, std::ostream& out) : out_(out) {
+    stream_ = std::clamp<std::size_t>(w.persistence_id, 6, 40);
+    type_ = std::clamp<std::size_t>(w.name, 4, 32);
+    seq_ = std::max<std::size_t>(std::to_string(w.seq).size(), 3);
+    offset_ = std::max<std::size_t>(std::to_string(w.offset).size() + 1, 6);
     auto used = offset_ + 2 + 23 + 2 + stream_ + 2 + seq_ + 2 + type_ + 2;
     auto width = terminal_width();
     data_ = width > used + 20 ? width - used : 20;
@@ -166,6 +181,95 @@ private:
   std::size_t offset_, stream_, seq_, type_, data_;
 };
 
+/// What `events` selects, for a journal read without SQL.
+struct event_selection {
+  std::optional<std::string> id;
+  std::optional<std::string> aggregate_prefix; ///< `TYPE|`
+  std::optional<std::string> name;
+  std::optional<std::string> tag;
+  std::optional<std::int64_t> since;
+
+  bool id_matches(const event_record& rec) const {
+    if (!id)
+      return true;
+    if (id->find(persistence_id::separator) != std::string::npos)
+      return rec.persistence_id == *id;
+    auto sep = rec.persistence_id.find(persistence_id::separator);
+    return sep != std::string::npos && sep > 0
+           && std::string_view{rec.persistence_id}.substr(sep + 1) == *id;
+  }
+  bool aggregate_matches(const event_record& rec) const {
+    return !aggregate_prefix || rec.persistence_id.rfind(*aggregate_prefix, 0) == 0;
+  }
+  bool matches(const event_record& rec) const {
+    return id_matches(rec) && aggregate_matches(rec) && (!name || rec.name == *name)
+           && (!tag || std::find(rec.tags.begin(), rec.tags.end(), *tag) != rec.tags.end())
+           && (!since || rec.timestamp_us >= *since);
+  }
+};
+
+// A networked journal: `read_all` pages filtered here. An unknown --id or --aggregate is
+// named after the pass (nothing matched, so nothing but a table's heading was printed).
+int events_remote(const std::string& uri, const event_selection& sel,
+                  std::optional<std::uint64_t> from, std::optional<std::uint64_t> limit,
+                  bool follow, bool as_table, std::ostream& out) {
+  auto remote = open_remote(uri, false);
+  auto& j = remote->journal();
+  auto head = remote_head(j);
+  if (from && *from > head + 1)
+    fail("offset " + std::to_string(*from) + " is beyond the head (" + std::to_string(head) + ")");
+  std::optional<table_printer> table;
+  if (as_table)
+    table.emplace(column_widths{24, 20, 999'999, head}, out);
+  std::optional<stop_signals> signals;
+  if (follow)
+    signals.emplace();
+  bool id_seen = false;
+  bool aggregate_seen = false;
+  std::set<std::string> types;
+  std::uint64_t next = from ? std::max<std::uint64_t>(*from, 1) : 1;
+  std::uint64_t printed = 0;
+  while (!limit || printed < *limit) {
+    auto page = read_page(j, next, 1000);
+    for (const auto& rec : page) {
+      auto sep = rec.persistence_id.find(persistence_id::separator);
+      if (sep != std::string::npos && sep > 0)
+        types.insert(rec.persistence_id.substr(0, sep));
+      id_seen = id_seen || sel.id_matches(rec);
+      aggregate_seen = aggregate_seen || sel.aggregate_matches(rec);
+      if (!sel.matches(rec) || (limit && printed >= *limit))
+        continue;
+      if (table)
+        table->print(rec);
+      else
+        out << json::serialize(event_json(rec)) << '\n';
+      ++printed;
+    }
+    if (!page.empty()) {
+      next = page.back().offset + 1;
+      continue;
+    }
+    if (!follow)
+      break;
+    out.flush();
+    for (int i = 0; i < 10 && !stop_requested; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds{20});
+    if (stop_requested)
+      break;
+  }
+  out.flush();
+  if (!follow && sel.id && !id_seen)
+    fail("unknown id '" + *sel.id + "': no persistence id "
+         + (sel.id->find(persistence_id::separator) != std::string::npos
+              ? "is '" + *sel.id + "'"
+              : "ends in '" + std::string(1, persistence_id::separator) + *sel.id + "'"));
+  if (!follow && sel.aggregate_prefix && !aggregate_seen)
+    fail("unknown aggregate type '"
+         + sel.aggregate_prefix->substr(0, sel.aggregate_prefix->size() - 1)
+         + "' (the journal has: " + joined({types.begin(), types.end()}) + ")");
+  return 0;
+}
+
 } // namespace
 
 int events(const args_list& in, std::ostream& out) {
@@ -190,6 +294,13 @@ int events(const args_list& in, std::ostream& out) {
   bool follow = args.has("--follow");
   bool as_table = args.has("--table") || (!args.has("--json") && is_terminal(out));
 
+  if (is_journal_uri(path)) {
+    event_selection sel{args.get("--id"), std::nullopt, args.get("--type"), args.get("--tag"),
+                        since};
+    if (auto type = args.get("--aggregate"))
+      sel.aggregate_prefix = persistence_id::prefix_of(*type);
+    return events_remote(path, sel, from, limit, follow, as_table, out);
+  }
   auto journal = open_journal(path);
   auto db = journal.db();
   auto head = journal.head();
@@ -254,7 +365,7 @@ int events(const args_list& in, std::ostream& out) {
 
   std::optional<table_printer> table;
   if (as_table)
-    table.emplace(db, path, out);
+    table.emplace(widths_of(db, path), out);
   std::optional<stop_signals> signals;
   if (follow)
     signals.emplace();

@@ -9,15 +9,57 @@
 #include "annals/persistence/sqlite_format.hpp"
 #include "journal_file.hpp"
 #include "output.hpp"
+#include "remote_journal.hpp"
 
 namespace annals::tools::detail {
 
 namespace json = boost::json;
 using persistence::event_record;
 
+namespace {
+
+json::object export_json(const event_record& rec) {
+  auto o = event_json(rec);
+  o["timestamp_us"] = rec.timestamp_us;
+  o["name"] = rec.name;
+  o["payload"] = rec.payload;
+  return o;
+}
+
+// A networked journal stores no global chain (JetStream chains each persistence id): the
+// exported hash is the global chain computed on the way out, over the journal's own offsets,
+// as for a schema-1 SQLite file. `import` checks it line by line.
+int export_remote(const std::string& uri, std::ostream& out) {
+  auto remote = open_remote(uri, false);
+  auto& j = remote->journal();
+  auto head = remote_head(j);
+  persistence::event_hash chain{};
+  std::uint64_t from = 1;
+  while (from <= head) {
+    auto page = read_page(j, from, 1000);
+    if (page.empty())
+      break;
+    for (const auto& rec : page) {
+      if (rec.offset > head)
+        break;
+      auto o = export_json(rec);
+      chain = persistence::chain_hash(chain, rec);
+      o["hash"] = persistence::to_hex(chain);
+      out << json::serialize(o) << '\n';
+    }
+    from = page.back().offset + 1;
+  }
+  out.flush();
+  return 0;
+}
+
+} // namespace
+
 int export_log(const args_list& in, std::ostream& out) {
   auto args = parse_arguments(in, {});
   auto path = journal_path(args);
+  if (is_journal_uri(path))
+    return export_remote(path, out);
   auto journal = open_journal(path);
   auto db = journal.db();
   // Schema 1 stored no hashes: the chain is computed on the way out.
@@ -31,10 +73,7 @@ int export_log(const args_list& in, std::ostream& out) {
   event_record rec;
   while (stmt.step()) {
     read_event(stmt, rec, path);
-    auto o = event_json(rec);
-    o["timestamp_us"] = rec.timestamp_us;
-    o["name"] = rec.name;
-    o["payload"] = rec.payload;
+    auto o = export_json(rec);
     chain = persistence::chain_hash(chain, rec);
     if (!stored_hash) {
       o["hash"] = persistence::to_hex(chain);

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 
 #include <boost/json.hpp>
 #include <sqlite3.h>
@@ -11,6 +12,7 @@
 #include "annals/persistence_id.hpp"
 #include "journal_file.hpp"
 #include "output.hpp"
+#include "remote_journal.hpp"
 
 namespace annals::tools::detail {
 
@@ -25,12 +27,70 @@ bool has_table(sqlite3* db, const char* name, const std::string& path) {
   return stmt.step() && stmt.int64(0) > 0;
 }
 
+// A networked journal, read through the journal contract: every event once, counted by
+// aggregate type. Snapshots and projection offsets do not live in its log.
+int inspect_remote(const std::string& uri, bool as_json, std::ostream& out) {
+  auto remote = open_remote(uri, false);
+  auto& j = remote->journal();
+  auto head = remote_head(j);
+  struct type_row {
+    std::set<std::string> ids;
+    std::uint64_t events = 0;
+  };
+  std::map<std::string, type_row> types;
+  std::uint64_t total = 0;
+  for (std::uint64_t from = 1; from <= head;) {
+    auto page = read_page(j, from, 1000);
+    if (page.empty())
+      break;
+    for (const auto& rec : page) {
+      if (rec.offset > head)
+        break;
+      auto sep = rec.persistence_id.find(persistence_id::separator);
+      auto& r = types[sep == std::string::npos || sep == 0 ? std::string{}
+                                                           : rec.persistence_id.substr(0, sep)];
+      r.ids.insert(rec.persistence_id);
+      ++r.events;
+      ++total;
+    }
+    from = page.back().offset + 1;
+  }
+  auto type_name = [](const std::string& t) { return t.empty() ? std::string{"(no type)"} : t; };
+  if (as_json) {
+    json::object o;
+    o["journal"] = uri;
+    o["backend"] = remote->describe();
+    o["head_offset"] = head;
+    o["events"] = total;
+    json::array ta;
+    for (const auto& [t, r] : types)
+      ta.push_back(
+        json::object{{"type", type_name(t)}, {"ids", r.ids.size()}, {"events", r.events}});
+    o["aggregates"] = std::move(ta);
+    out << json::serialize(o) << '\n';
+    return 0;
+  }
+  out << "journal   " << remote->describe() << '\n'
+      << "events    " << grouped(total) << ", head offset " << grouped(head) << "\n\n";
+  text_table agg{{"aggregate", "ids", "events"}, {false, true, true}, {}};
+  std::uint64_t ids = 0;
+  for (const auto& [t, r] : types) {
+    agg.rows.push_back({type_name(t), grouped(r.ids.size()), grouped(r.events)});
+    ids += r.ids.size();
+  }
+  agg.rows.push_back({"total", grouped(ids), grouped(total)});
+  agg.print(out);
+  return 0;
+}
+
 } // namespace
 
 int inspect(const args_list& in, const std::vector<cli::projection_entry>& known,
             std::ostream& out) {
   auto args = parse_arguments(in, {{"--json", false}});
   auto path = journal_path(args);
+  if (is_journal_uri(path))
+    return inspect_remote(path, args.has("--json"), out);
   auto journal = open_journal(path);
   auto db = journal.db();
   read_transaction txn{db, path};

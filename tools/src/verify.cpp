@@ -4,14 +4,21 @@
 #include "annals/persistence/sqlite_journal.hpp"
 #include "journal_file.hpp"
 #include "output.hpp"
+#include "remote_journal.hpp"
 
 namespace annals::tools::detail {
 
 int verify(const args_list& in, std::ostream& out) {
   auto args = parse_arguments(in, {});
   auto path = journal_path(args);
-  open_journal(path); // the tool's own checks: missing, not a journal, locked
-  auto report = persistence::sqlite_journal::verify(path);
+  caf::expected<persistence::verify_report> report{persistence::verify_report{}};
+  if (is_journal_uri(path)) {
+    // JetStream keeps one chain per persistence id: a break names the id's event.
+    report = open_remote(path, false)->verify();
+  } else {
+    open_journal(path); // the tool's own checks: missing, not a journal, locked
+    report = persistence::sqlite_journal::verify(path);
+  }
   if (!report)
     fail(render(report.error()));
   if (const auto& b = report->first_break) {

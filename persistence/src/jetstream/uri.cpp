@@ -1,6 +1,7 @@
+// Journal URIs: nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N].
+
+#include <algorithm>
 #include <charconv>
-#include <string>
-#include <string_view>
 
 #include "annals/persistence/jetstream_journal.hpp"
 
@@ -8,68 +9,66 @@ namespace annals::persistence {
 
 namespace {
 
-caf::error bad_uri(std::string_view uri, const std::string& what) {
+caf::error bad_uri(std::string_view uri, const std::string& why) {
   return make_error(journal_errc::invalid_request,
-                    "journal URI '" + std::string{uri} + "': " + what);
+                    "journal URI '" + std::string{uri} + "': " + why
+                      + " (the form is nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N])");
 }
 
 bool valid_stream_name(std::string_view name) {
-  if (name.empty())
-    return false;
-  for (char c : name)
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'
-          || c == '_'))
-      return false;
-  return true;
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'
+           || c == '_';
+  });
 }
 
 } // namespace
 
-caf::expected<jetstream_options> jetstream_options_from_uri(std::string_view uri) {
+caf::expected<jetstream_options> parse_jetstream_uri(std::string_view uri) {
   constexpr std::string_view scheme = "nats://";
-  if (!uri.starts_with(scheme))
-    return bad_uri(uri, "expected nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]");
+  if (uri.substr(0, scheme.size()) != scheme)
+    return bad_uri(uri, "it does not start with nats://");
   auto rest = uri.substr(scheme.size());
-  auto query_at = rest.find('?');
-  auto hosts = rest.substr(0, query_at);
-  auto query = query_at == std::string_view::npos ? std::string_view{} : rest.substr(query_at + 1);
+  auto q = rest.find('?');
+  auto hosts = rest.substr(0, q);
+  auto query = q == std::string_view::npos ? std::string_view{} : rest.substr(q + 1);
   jetstream_options opts;
   opts.servers.clear();
-  while (!hosts.empty()) {
+  while (true) {
     auto comma = hosts.find(',');
     auto host = hosts.substr(0, comma);
-    hosts = comma == std::string_view::npos ? std::string_view{} : hosts.substr(comma + 1);
-    if (host.starts_with(scheme))
+    if (host.substr(0, scheme.size()) == scheme)
       host.remove_prefix(scheme.size());
-    if (host.empty() || host.find_first_of("/ ") != std::string_view::npos)
-      return bad_uri(uri, "'" + std::string{host} + "' is not a HOST:PORT server address");
-    if (!opts.servers.empty())
-      opts.servers += ',';
-    opts.servers += std::string{scheme} + std::string{host};
+    if (host.empty() || host.find_first_of("/@ ") != std::string_view::npos)
+      return bad_uri(uri, "server '" + std::string{host} + "' is not HOST:PORT");
+    opts.servers += (opts.servers.empty() ? "" : ",") + std::string{scheme} + std::string{host};
+    if (comma == std::string_view::npos)
+      break;
+    hosts.remove_prefix(comma + 1);
   }
-  if (opts.servers.empty())
-    return bad_uri(uri, "names no server");
   while (!query.empty()) {
     auto amp = query.find('&');
     auto param = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
     auto eq = param.find('=');
     auto key = param.substr(0, eq);
     auto value = eq == std::string_view::npos ? std::string_view{} : param.substr(eq + 1);
     if (key == "stream") {
       if (!valid_stream_name(value))
-        return bad_uri(uri, "stream name '" + std::string{value}
-                              + "' must be letters, digits, '-' and '_'");
+        return bad_uri(uri, "stream '" + std::string{value}
+                              + "' is not a stream name (letters, digits, - and _)");
       opts.stream = std::string{value};
     } else if (key == "replicas") {
       int n = 0;
       auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
       if (ec != std::errc{} || end != value.data() + value.size() || n < 1 || n > 5)
-        return bad_uri(uri, "replicas '" + std::string{value} + "' must be a number from 1 to 5");
+        return bad_uri(uri, "replicas '" + std::string{value} + "' is not a number from 1 to 5");
       opts.replicas = n;
-    } else {
-      return bad_uri(uri, "unknown parameter '" + std::string{key} + "' (known: stream, replicas)");
+    } else if (!param.empty()) {
+      return bad_uri(uri, "unknown parameter '" + std::string{key} + "'");
     }
+    if (amp == std::string_view::npos)
+      break;
+    query.remove_prefix(amp + 1);
   }
   return opts;
 }

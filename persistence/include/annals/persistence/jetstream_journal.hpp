@@ -73,16 +73,17 @@ struct jetstream_options {
   std::chrono::milliseconds open_timeout{10'000};
 };
 
-/// Reads a journal URI, `nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]`, into
-/// options (everything else keeps its default). Fails with `journal_errc::invalid_request`
-/// naming what is wrong: another scheme, no server, an unknown parameter, a stream name
-/// with characters other than letters, digits, `-` and `_`, replicas other than 1 to 5.
+/// The options named by a journal URI, the form the operator tool and the benchmarks take:
 ///
-/// ```cpp
-/// auto opts = jetstream_options_from_uri("nats://10.0.0.1:4222,10.0.0.2:4222?replicas=3");
-/// // opts->servers == "nats://10.0.0.1:4222,nats://10.0.0.2:4222", opts->replicas == 3
-/// ```
-caf::expected<jetstream_options> jetstream_options_from_uri(std::string_view uri);
+///   nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]
+///
+/// Each `HOST:PORT` becomes one server URL; `stream` (default `ANNALS`) and `replicas`
+/// (1 to 5, default 1) set the fields of the same names; the others keep their defaults.
+/// `parse_jetstream_uri("nats://10.0.0.1:4222,10.0.0.2:4222?stream=BANK&replicas=3")` gives
+/// servers `nats://10.0.0.1:4222,nats://10.0.0.2:4222`, stream `BANK`, replicas 3. Fails with
+/// `journal_errc::invalid_request` naming what is wrong (another scheme, an empty server, an
+/// unknown parameter, a stream name JetStream refuses).
+caf::expected<jetstream_options> parse_jetstream_uri(std::string_view uri);
 
 /// A journal on NATS JetStream; see the file comment.
 ///
