@@ -22,10 +22,16 @@ std::string result::sqlstate() const {
 
 namespace {
 
-// libpq's messages end in a newline; error contexts do not.
+// libpq's messages span lines ("...\n\tThis probably means..."); error contexts are one.
 std::string trimmed(const char* msg) {
-  std::string s = msg == nullptr ? "" : msg;
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
+  std::string s;
+  for (const char* p = msg == nullptr ? "" : msg; *p != '\0'; ++p) {
+    bool space = *p == '\n' || *p == '\t' || *p == ' ';
+    if (space && (s.empty() || s.back() == ' '))
+      continue;
+    s += space ? ' ' : *p;
+  }
+  while (!s.empty() && s.back() == ' ')
     s.pop_back();
   return s;
 }
