@@ -5,6 +5,7 @@
 
 #include <latch>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "postgres/pg_fixture.hpp"
@@ -357,4 +358,68 @@ TEST_CASE("a journal without a server fails to open as unavailable, naming the s
   REQUIRE_FALSE(res);
   CHECK(is(res.error(), journal_errc::unavailable));
   CHECK_THAT(render(res.error()), Catch::Contains("port=" + std::to_string(port)));
+}
+
+TEST_CASE("a writer that bypasses the offset lock makes only the append it collides with fail",
+          "[postgres]") {
+  auto conninfo = shared_server().create_database();
+  auto j = open_pg(conninfo);
+  raw_conn lock_holder{conninfo};
+  raw_conn intruder{conninfo};
+  // Hold the writers' lock so that the journal's writer waits inside the batch of "z" and
+  // the appends to "x" and "y" queue up behind it as one batch.
+  REQUIRE(lock_holder
+            .run("BEGIN; SELECT pg_advisory_xact_lock("
+                 + std::to_string(postgres_journal::offset_lock_key) + ")")
+            .empty());
+  std::optional<caf::expected<append_result>> z, x, y;
+  countdown done;
+  auto submit = [&](std::string pid, std::optional<caf::expected<append_result>>& slot) {
+    j->append({std::move(pid), 0, {ev("e")}, {}}, [&](caf::expected<append_result> res) {
+      slot.emplace(std::move(res));
+      done.arrive();
+    });
+  };
+  submit("z", z);
+  // An uncommitted row for "x" from a connection that ignores the lock.
+  REQUIRE(intruder
+            .run("BEGIN; INSERT INTO events (global_offset, persistence_id, seq, name, version, "
+                 "payload, timestamp_us, hash) VALUES (1000, 'x', 1, 'intruder', 1, '{}', 1, "
+                 "'\\x"
+                 + std::string(64, '0') + "')")
+            .empty());
+  auto waiting_on_lock = [&](const std::string& query_prefix) {
+    auto deadline = std::chrono::steady_clock::now() + bound;
+    while (std::chrono::steady_clock::now() < deadline) {
+      PGresult* res =
+        PQexec(lock_holder.conn, ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                  "'Lock' AND query LIKE '"
+                                  + query_prefix + "%'")
+                                   .c_str());
+      bool found =
+        PQresultStatus(res) == PGRES_TUPLES_OK && std::string{PQgetvalue(res, 0, 0)} != "0";
+      PQclear(res);
+      if (found)
+        return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    }
+    return false;
+  };
+  REQUIRE(waiting_on_lock("BEGIN; SELECT pg_advisory_xact_lock"));
+  submit("x", x);
+  submit("y", y);
+  REQUIRE(lock_holder.run("COMMIT").empty());
+  // The writer's insert for "x" now waits for the intruder's uncommitted row.
+  REQUIRE(waiting_on_lock("INSERT INTO events"));
+  REQUIRE(intruder.run("COMMIT").empty());
+  REQUIRE(done.wait(3));
+  REQUIRE(*z);
+  REQUIRE_FALSE(*x);
+  CHECK(is(x->error(), journal_errc::conflict));
+  CHECK_THAT(render(x->error()), Catch::Contains("persistence id x"));
+  REQUIRE(*y);
+  CHECK((*y)->first_offset == (*z)->last_offset + 1);
+  auto stored = read_stream(*j, "y");
+  REQUIRE(stored);
+  CHECK(stored->size() == 1);
 }

@@ -14,6 +14,7 @@
 
 #include <charconv>
 #include <cstring>
+#include <map>
 #include <utility>
 
 #include <caf/make_message.hpp>
@@ -82,57 +83,66 @@ void append_optional(std::string& sql, const std::string& s) {
     append_literal(sql, s);
 }
 
-// Appends the statements of one append to `sql`, numbering its events from `offset` and
-// chaining from `chain`; fills `out.res` and `out.chain` as if it succeeds.
-void build_append(std::string& sql, const append_request& req, std::uint64_t offset,
-                  const event_hash& chain, std::int64_t ts, outcome& out) {
-  sql += "SAVEPOINT annals_append; SELECT annals_expect_seq(";
-  append_literal(sql, req.persistence_id);
-  sql += ", " + std::to_string(req.expected_seq)
-         + "); INSERT INTO events (global_offset, "
-           "persistence_id, seq, name, version, payload, tags, timestamp_us, command_id, "
-           "correlation_id, hash) VALUES ";
+constexpr const char* insert_events =
+  "INSERT INTO events (global_offset, persistence_id, seq, name, version, payload, tags, "
+  "timestamp_us, command_id, correlation_id, hash) VALUES ";
+
+// Appends the rows of one append to `rows` (events) and `tag_rows`, numbering its events
+// from `offset` and chaining from `chain`; fills `out.res` and `out.chain` as if it
+// succeeds.
+void append_rows(std::string& rows, std::string& tag_rows, const append_request& req,
+                 std::uint64_t offset, const event_hash& chain, std::int64_t ts, outcome& out) {
   auto h = chain;
   auto seq = req.expected_seq;
-  std::string tag_rows;
   for (std::size_t i = 0; i < req.events.size(); ++i) {
     const auto& ev = req.events[i];
     auto off = offset + i;
     ++seq;
     h = internal::chain_hash(h, off, req.persistence_id, seq, ev.name, ev.version, ev.payload,
                              ev.tags, ts, req.metadata.command_id, req.metadata.correlation_id);
-    sql += i == 0 ? "(" : ", (";
-    sql += std::to_string(off) + ", ";
-    append_literal(sql, req.persistence_id);
-    sql += ", " + std::to_string(seq) + ", ";
-    append_literal(sql, ev.name);
-    sql += ", " + std::to_string(ev.version) + ", ";
-    append_literal(sql, ev.payload);
-    sql += ", ";
-    append_optional(sql, join_tags(ev.tags));
-    sql += ", " + std::to_string(ts) + ", ";
-    append_optional(sql, req.metadata.command_id);
-    sql += ", ";
-    append_optional(sql, req.metadata.correlation_id);
-    sql += ", ";
-    append_bytea(sql, h.data(), h.size());
-    sql += ')';
+    rows += rows.empty() ? "(" : ", (";
+    rows += std::to_string(off) + ", ";
+    append_literal(rows, req.persistence_id);
+    rows += ", " + std::to_string(seq) + ", ";
+    append_literal(rows, ev.name);
+    rows += ", " + std::to_string(ev.version) + ", ";
+    append_literal(rows, ev.payload);
+    rows += ", ";
+    append_optional(rows, join_tags(ev.tags));
+    rows += ", " + std::to_string(ts) + ", ";
+    append_optional(rows, req.metadata.command_id);
+    rows += ", ";
+    append_optional(rows, req.metadata.correlation_id);
+    rows += ", ";
+    append_bytea(rows, h.data(), h.size());
+    rows += ')';
     for (const auto& tag : ev.tags) {
       tag_rows += tag_rows.empty() ? "(" : ", (";
       append_literal(tag_rows, tag);
       tag_rows += ", " + std::to_string(off) + ")";
     }
   }
-  sql += "; ";
-  if (!tag_rows.empty())
-    sql += "INSERT INTO event_tags (tag, global_offset) VALUES " + tag_rows + "; ";
-  sql += "RELEASE annals_append; ";
   out.res.first_seq = req.expected_seq + 1;
   out.res.last_seq = seq;
   out.res.first_offset = offset;
   out.res.last_offset = offset + req.events.size() - 1;
   out.res.timestamp_us = ts;
   out.chain = h;
+}
+
+// Appends the statements of one append, in a savepoint of its own and with the check of
+// its expected seq, to `sql` (the path for a batch whose one-statement write failed).
+void build_append(std::string& sql, const append_request& req, std::uint64_t offset,
+                  const event_hash& chain, std::int64_t ts, outcome& out) {
+  sql += "SAVEPOINT annals_append; SELECT annals_expect_seq(";
+  append_literal(sql, req.persistence_id);
+  sql += ", " + std::to_string(req.expected_seq) + "); ";
+  std::string rows, tag_rows;
+  append_rows(rows, tag_rows, req, offset, chain, ts, out);
+  sql += insert_events + rows + "; ";
+  if (!tag_rows.empty())
+    sql += "INSERT INTO event_tags (tag, global_offset) VALUES " + tag_rows + "; ";
+  sql += "RELEASE annals_append; ";
 }
 
 // The error of append `req` whose statement failed with `res`.
@@ -225,8 +235,12 @@ private:
       }
     }
     auto ts = internal::now_us();
-    std::size_t start = 0;
     bool any = false;
+    if (fast_path(batch, out, next, chain, ts, any))
+      return commit(batch, out, any);
+    if (!conn_.alive())
+      return;
+    std::size_t start = 0;
     while (start < batch.size()) {
       if (out[start].done) {
         ++start;
@@ -291,6 +305,11 @@ private:
       }
       start = i + 1;
     }
+    commit(batch, out, any);
+  }
+
+  // Commits the open transaction if any append of it succeeded (and notifies listeners).
+  void commit(std::vector<append_item>& batch, std::vector<outcome>& out, bool any) {
     if (!any) {
       abort_transaction();
       return;
@@ -306,6 +325,98 @@ private:
       abort_transaction();
       fail_open(batch, out, err, true);
     }
+  }
+
+  // The whole batch in one statement per chunk: under the advisory lock the highest seqs
+  // read here stay true until the commit (every annals writer takes that lock), so the
+  // seq checks happen here, and a conflict fails its append alone. True if the batch was
+  // handled; false if a write failed anyway (a writer that ignores the lock, or an error
+  // of the server): then nothing of it stays, `out` is as before, and the caller writes
+  // the appends one savepoint at a time. On a lost connection, fails every append.
+  bool fast_path(std::vector<append_item>& batch, std::vector<outcome>& out, std::uint64_t& next,
+                 event_hash& chain, std::int64_t ts, bool& any) {
+    std::string ids;
+    std::map<std::string, std::uint64_t> highest;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (out[i].done || !highest.emplace(batch[i].req.persistence_id, 0).second)
+        continue;
+      if (!ids.empty())
+        ids += ", ";
+      append_literal(ids, batch[i].req.persistence_id);
+    }
+    if (highest.empty())
+      return true;
+    auto found = conn_.exec("SAVEPOINT annals_batch; SELECT persistence_id, max(seq) FROM events "
+                            "WHERE persistence_id IN ("
+                            + ids + ") GROUP BY persistence_id");
+    if (!found.ok()) {
+      lost_or_rolled_back(batch, out, found);
+      return false;
+    }
+    for (int row = 0; row < found.rows(); ++row)
+      highest[std::string{found.text(row, 0)}] = found.u64(row, 1);
+    auto saved = out;
+    auto offset = next;
+    auto h = chain;
+    std::string rows, tag_rows;
+    auto flush = [&]() -> bool {
+      if (rows.empty())
+        return true;
+      std::string sql = insert_events + rows;
+      if (!tag_rows.empty())
+        sql += "; INSERT INTO event_tags (tag, global_offset) VALUES " + tag_rows;
+      rows.clear();
+      tag_rows.clear();
+      auto res = conn_.exec(sql);
+      if (res.ok())
+        return true;
+      out = saved;
+      lost_or_rolled_back(batch, out, res);
+      return false;
+    };
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (out[i].done)
+        continue;
+      const auto& req = batch[i].req;
+      auto& top = highest[req.persistence_id];
+      out[i].done = true;
+      if (top != req.expected_seq) {
+        out[i].err = internal::conflict_error(req.persistence_id, req.expected_seq, top);
+        continue;
+      }
+      append_rows(rows, tag_rows, req, offset, h, ts, out[i]);
+      offset = out[i].res.last_offset + 1;
+      h = out[i].chain;
+      top = out[i].res.last_seq;
+      if (rows.size() + tag_rows.size() > chunk_bytes && !flush())
+        return false;
+    }
+    if (!flush())
+      return false;
+    for (std::size_t i = 0; i < batch.size(); ++i)
+      any = any || (out[i].done && !out[i].err && !saved[i].done);
+    next = offset;
+    chain = h;
+    return true;
+  }
+
+  // After a failed statement of the fast path: rolls back to the batch's savepoint, or
+  // fails every append if the connection is gone (or the rollback fails).
+  void lost_or_rolled_back(std::vector<append_item>& batch, std::vector<outcome>& out,
+                           const result& res) {
+    if (conn_.alive()) {
+      auto undo = conn_.exec("ROLLBACK TO SAVEPOINT annals_batch; RELEASE annals_batch");
+      if (undo.ok())
+        return;
+      auto err = conn_.failure(undo, "rolling back a batch; nothing was committed");
+      abort_transaction();
+      fail_open(batch, out, err, true);
+      conn_.reset();
+      return;
+    }
+    auto err = conn_.failure(res, "appending; nothing was committed");
+    fail_open(batch, out, err, true);
+    conn_.reset();
   }
 
   void abort_transaction() {
