@@ -8,9 +8,13 @@
 // commit becomes visible). The next writer, in this process or another, reads the head
 // only after that: commits become visible in offset order and offsets have no holes.
 //
-// The appends of a batch travel as one multi-statement query: a failing statement makes
-// the server skip the rest, the writer rolls back that append's savepoint, and sends the
-// remaining appends again, numbered from where the failed one started.
+// Under the lock the highest seqs the writer reads stay true until its commit, so it checks
+// every append's expected seq itself and writes the rest of the batch with one INSERT per
+// chunk (`fast_path`). If that write fails anyway, the batch is rolled back to a savepoint
+// and written again one savepoint per append, as one multi-statement query: a failing
+// statement makes the server skip the rest, the writer rolls back that append's
+// savepoint, and sends the remaining appends again, numbered from where the failed one
+// started.
 
 #include <charconv>
 #include <cstring>
