@@ -91,18 +91,27 @@ public:
   pg_server(const pg_server&) = delete;
   pg_server& operator=(const pg_server&) = delete;
 
-  /// Starts the server and waits until it accepts connections.
+  /// Starts the server and waits until it accepts connections. If the port was taken
+  /// between choosing it and binding it (another test process), tries another one.
   void start() {
     if (pid_ > 0)
       return;
-    pid_ = spawn({bin("postgres"), "-D", data_.string(), "-p", std::to_string(port_), "-k",
-                  dir_.path().string(), "-c", "listen_addresses=127.0.0.1", "-c",
-                  "max_connections=200", "-c", "shared_buffers=32MB", "-c",
-                  // one syncfs instead of an fsync per file before crash recovery
-                  "recovery_init_sync_method=syncfs"},
-                 dir_.file("server.log"));
-    if (!wait_ready())
-      FAIL("postgres did not accept connections within 60 s:\n" << slurp(dir_.file("server.log")));
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      auto log = dir_.file("server.log");
+      auto before = slurp(log).size();
+      pid_ = spawn({bin("postgres"), "-D", data_.string(), "-p", std::to_string(port_), "-k",
+                    dir_.path().string(), "-c", "listen_addresses=127.0.0.1", "-c",
+                    "max_connections=200", "-c", "shared_buffers=32MB", "-c",
+                    // one syncfs instead of an fsync per file before crash recovery
+                    "recovery_init_sync_method=syncfs"},
+                   log);
+      if (wait_ready())
+        return;
+      if (slurp(log).find("could not bind", before) == std::string::npos)
+        break;
+      port_ = free_pg_port();
+    }
+    FAIL("postgres did not accept connections within 60 s:\n" << slurp(dir_.file("server.log")));
   }
 
   /// Immediate shutdown (SIGQUIT, as `pg_ctl stop -m immediate`): no checkpoint, backends
