@@ -1,0 +1,137 @@
+#include "postgres/connection.hpp"
+
+#include <charconv>
+#include <cstring>
+#include <limits>
+
+namespace annals::persistence::postgres {
+
+std::uint64_t result::u64(int row, int col) const {
+  auto t = text(row, col);
+  std::uint64_t x = 0;
+  std::from_chars(t.data(), t.data() + t.size(), x);
+  return x;
+}
+
+std::string result::sqlstate() const {
+  if (ptr_ == nullptr)
+    return {};
+  const char* code = PQresultErrorField(ptr_, PG_DIAG_SQLSTATE);
+  return code == nullptr ? std::string{} : std::string{code};
+}
+
+namespace {
+
+// libpq's messages span lines ("...\n\tThis probably means..."); error contexts are one.
+std::string trimmed(const char* msg) {
+  std::string s;
+  for (const char* p = msg == nullptr ? "" : msg; *p != '\0'; ++p) {
+    bool space = *p == '\n' || *p == '\t' || *p == ' ';
+    if (space && (s.empty() || s.back() == ' '))
+      continue;
+    s += space ? ' ' : *p;
+  }
+  while (!s.empty() && s.back() == ' ')
+    s.pop_back();
+  return s;
+}
+
+} // namespace
+
+caf::expected<connection> connection::open(const std::string& conninfo,
+                                           std::chrono::milliseconds timeout) {
+  auto secs = std::max<long long>(1, (timeout.count() + 999) / 1000);
+  const char* keys[] = {"connect_timeout", "dbname", nullptr};
+  auto secs_text = std::to_string(secs);
+  // `dbname` given as a connection string is expanded: every keyword of `conninfo` applies.
+  const char* values[] = {secs_text.c_str(), conninfo.c_str(), nullptr};
+  connection c;
+  c.conn_ = PQconnectdbParams(keys, values, 1);
+  if (c.conn_ == nullptr)
+    return make_error(journal_errc::unavailable, "cannot allocate a PostgreSQL connection");
+  if (PQstatus(c.conn_) != CONNECTION_OK)
+    return make_error(journal_errc::unavailable, "cannot connect to PostgreSQL (" + conninfo
+                                                   + "): " + trimmed(PQerrorMessage(c.conn_)));
+  const char* host = PQhost(c.conn_);
+  c.where_ =
+    std::string{host == nullptr ? "?" : host} + ":" + PQport(c.conn_) + "/" + PQdb(c.conn_);
+  return c;
+}
+
+result connection::exec(const std::string& sql) const {
+  return result{PQexec(conn_, sql.c_str())};
+}
+
+result connection::exec(const char* sql, const std::vector<std::string>& params) const {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params)
+    values.push_back(p.c_str());
+  return result{PQexecParams(conn_, sql, static_cast<int>(values.size()), nullptr, values.data(),
+                             nullptr, nullptr, 0)};
+}
+
+caf::error connection::failure(const result& res, const std::string& what) const {
+  auto state = res.sqlstate();
+  std::string msg = res ? trimmed(PQresultErrorMessage(res.get())) : "";
+  if (msg.empty())
+    msg = trimmed(PQerrorMessage(conn_));
+  auto context = where_ + ": " + what + ": " + msg;
+  if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK || state.rfind("08", 0) == 0
+      || state.rfind("57P", 0) == 0)
+    return make_error(journal_errc::unavailable, context + " (connection lost)");
+  if (state == "23505")
+    return make_error(journal_errc::conflict, context);
+  if (state == "53100")
+    return make_error(journal_errc::disk_full, context);
+  if (state == "25006")
+    return make_error(journal_errc::read_only, context);
+  return make_error(journal_errc::storage_error,
+                    context + (state.empty() ? "" : " (SQLSTATE " + state + ")"));
+}
+
+caf::error connection::run(const std::string& sql, const std::string& what) const {
+  auto res = exec(sql);
+  if (!res.ok())
+    return failure(res, what);
+  return {};
+}
+
+caf::error closed_error(const std::string& where) {
+  return make_error(journal_errc::closed, "the PostgreSQL journal on " + where + " is closed");
+}
+
+void append_literal(std::string& sql, std::string_view s) {
+  sql += '\'';
+  for (char c : s) {
+    if (c == '\'')
+      sql += '\'';
+    sql += c;
+  }
+  sql += '\'';
+}
+
+bool has_nul(std::string_view s) {
+  return s.find('\0') != std::string_view::npos;
+}
+
+void append_bytea(std::string& sql, const std::uint8_t* bytes, std::size_t n) {
+  static constexpr char digits[] = "0123456789abcdef";
+  sql += "'\\x";
+  for (std::size_t i = 0; i < n; ++i) {
+    sql += digits[bytes[i] >> 4];
+    sql += digits[bytes[i] & 0xf];
+  }
+  sql += "'::bytea";
+}
+
+std::string limit_of(std::size_t max) {
+  return bigint_of(static_cast<std::uint64_t>(max));
+}
+
+std::string bigint_of(std::uint64_t x) {
+  constexpr auto top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  return std::to_string(x > top ? top : x);
+}
+
+} // namespace annals::persistence::postgres
