@@ -130,6 +130,11 @@ public:
   /// Removes a listener; once it returns, the listener is not called again (unless called
   /// from inside a listener, where the current delivery finishes).
   void unsubscribe(std::uint64_t handle) override;
+  /// Offsets are 1, 2, 3, ... without gaps: every writer numbers its batch under one
+  /// advisory lock, after the highest committed offset.
+  [[nodiscard]] bool gapless_offsets() const noexcept override {
+    return true;
+  }
 
   /// Finishes every operation already submitted, then stops the threads and closes the
   /// connections. Operations submitted afterwards fail with `journal_errc::closed`.
