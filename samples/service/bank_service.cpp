@@ -5,6 +5,9 @@
 #ifdef ANNALS_BANK_WITH_JETSTREAM
 #include "annals/persistence/jetstream_journal.hpp"
 #endif
+#ifdef ANNALS_BANK_WITH_POSTGRES
+#include "annals/persistence/postgres_journal.hpp"
+#endif
 #include "account/account.hpp"
 #include "account/balances.hpp"
 #include "account/statement.hpp"
@@ -70,10 +73,26 @@ struct bank_service::impl {
                                     "(libnats-dev missing at configure time)");
 #endif
     }
+    if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
+#ifdef ANNALS_BANK_WITH_POSTGRES
+      auto j = ap::postgres_journal::open({.conninfo = uri});
+      if (!j)
+        return std::move(j.error());
+      ctx.journal = *j;
+      ctx.snapshots = (*j)->snapshots();
+      ctx.close_journal = [j = *j] { j->close(); };
+      return {};
+#else
+      return annals::make_error(ap::journal_errc::invalid_request,
+                                "journal URI '" + uri
+                                  + "': this annals-bank was built without PostgreSQL "
+                                    "(libpq-dev missing at configure time)");
+#endif
+    }
     return annals::make_error(ap::journal_errc::invalid_request,
                               "journal URI '" + uri
-                                + "': expected sqlite:PATH or nats://HOST:PORT[,HOST:PORT...]"
-                                  "[?stream=NAME&replicas=N]");
+                                + "': expected sqlite:PATH, nats://HOST:PORT[,HOST:PORT...]"
+                                  "[?stream=NAME&replicas=N] or postgresql://USER@HOST:PORT/DB");
   }
 
   caf::error start() {

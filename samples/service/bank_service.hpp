@@ -27,8 +27,9 @@ struct bank_options {
   std::string db_path = "annals.db";
   /// Where the journal lives: empty (the file `db_path`), `sqlite:PATH` (the file PATH,
   /// which then holds the read models too), or
-  /// `nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]` (NATS JetStream; the read
-  /// models stay in `db_path`). A nats:// journal needs annals built with JetStream.
+  /// `nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]` (NATS JetStream), or
+  /// `postgresql://USER@HOST:PORT/DB` (a libpq URI); with either the read models stay in
+  /// `db_path`. Each needs annals built with that journal.
   std::string journal;
   /// How long a command may take before the client gets 504 `timeout`.
   std::chrono::milliseconds command_timeout{10'000};

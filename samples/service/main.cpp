@@ -6,8 +6,9 @@
 // Prints "annals-bank listening on http://ADDR:PORT" once it serves (with --port 0 the
 // port is the one the system chose). --journal sqlite:PATH is --db PATH; --journal
 // nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N] keeps the journal on NATS
-// JetStream and the read models in the --db file. SIGTERM or SIGINT: stop accepting connections,
-// finish the commands in flight, answer them, exit 0.
+// JetStream and the read models in the --db file; --journal postgresql://USER@HOST:PORT/DB
+// keeps the journal in PostgreSQL, the read models in the --db file. SIGTERM or SIGINT: stop
+// accepting connections, finish the commands in flight, answer them, exit 0.
 
 #include <csignal>
 #include <cstdio>
@@ -50,6 +51,7 @@ struct flags {
     "usage: annals-bank [--db PATH] [--journal URI] [--port N] [--host ADDR] "
     "[--threads N]\n"
     "       URI: sqlite:PATH | nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]\n"
+    "            | postgresql://USER@HOST:PORT/DB\n"
     "       annals-bank admin <subcommand> ...  (annals-bank admin --help)\n",
     why);
   std::exit(2);

@@ -138,6 +138,11 @@ public:
     start();
   }
 
+  /// The port the server listens on (127.0.0.1).
+  std::uint16_t port() const {
+    return port_;
+  }
+
   /// A connection string for `dbname` on this server.
   std::string conninfo(const std::string& dbname = "postgres") const {
     return "host=127.0.0.1 port=" + std::to_string(port_) + " user=annals dbname=" + dbname;

@@ -13,7 +13,8 @@
 //
 // Built with ANNALS_SERVICE_ON_JETSTREAM, every service keeps its journal on a three-server
 // NATS JetStream cluster (R3, started once per test process, a fresh stream per fixture)
-// and only its read models in bank.db.
+// and only its read models in bank.db; with ANNALS_SERVICE_ON_POSTGRES, on a PostgreSQL
+// server (started once per test process, a fresh database per fixture).
 
 #include <fcntl.h>
 #include <signal.h>
@@ -40,6 +41,9 @@
 #ifdef ANNALS_SERVICE_ON_JETSTREAM
 #include "jetstream/nats_servers.hpp"
 #endif
+#ifdef ANNALS_SERVICE_ON_POSTGRES
+#include "postgres/pg_fixture.hpp"
+#endif
 
 #ifndef ANNALS_BANK_BINARY
 #error "ANNALS_BANK_BINARY must name the annals-bank executable"
@@ -50,6 +54,7 @@ namespace service_test {
 /// Whether the services keep their journal on JetStream (see the file comment).
 #ifdef ANNALS_SERVICE_ON_JETSTREAM
 inline constexpr bool on_jetstream = true;
+inline constexpr bool journal_in_db_file = false;
 
 /// The cluster the services of this process share.
 inline annals::persistence::test::nats_cluster& jetstream_cluster() {
@@ -62,13 +67,30 @@ inline std::string fresh_journal_uri() {
   return jetstream_cluster().urls()
          + "?stream=" + annals::persistence::test::fresh_stream_name("BANK") + "&replicas=3";
 }
+#elif defined(ANNALS_SERVICE_ON_POSTGRES)
+inline constexpr bool on_jetstream = false;
+inline constexpr bool journal_in_db_file = false;
+
+/// A journal URI on a fresh database of the server this process shares.
+inline std::string fresh_journal_uri() {
+  auto& server = annals::persistence::test::shared_server();
+  auto info = server.create_database();
+  auto db = info.substr(info.rfind("dbname=") + 7);
+  return "postgresql://annals@127.0.0.1:" + std::to_string(server.port()) + "/" + db;
+}
 #else
 inline constexpr bool on_jetstream = false;
+inline constexpr bool journal_in_db_file = true;
 
 inline std::string fresh_journal_uri() {
   return {}; // the --db file
 }
 #endif
+
+/// The offset of the `n`-th one-event append to a fresh journal.
+inline std::int64_t offset_of_append(std::int64_t n) {
+  return on_jetstream ? n * 1'000'000 : n;
+}
 
 class service_process {
 public:
@@ -117,7 +139,8 @@ public:
     return service::http::client{"127.0.0.1", port_};
   }
 
-  /// The journal's URI on JetStream; empty when the journal is the file `db_path()`.
+  /// The journal's URI (JetStream, PostgreSQL); empty when the journal is the file
+  /// `db_path()`.
   const std::string& journal_uri() const {
     return journal_;
   }
