@@ -296,6 +296,34 @@ jetstream_journal::impl::scan(const std::string& stream, const std::string& filt
   return err;
 }
 
+caf::error
+jetstream_journal::impl::fetch(const std::string& stream, std::uint64_t first, std::uint64_t last,
+                               const std::function<bool(natsMsg*, std::uint64_t)>& visit) {
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = opts.request_timeout.count();
+  auto prefix = stream + ".e.";
+  for (auto seq = first; seq <= last; ++seq) {
+    natsMsg* raw = nullptr;
+    jsErrCode code{};
+    auto s = js_GetMsg(&raw, js, stream.c_str(), seq, &jo, &code);
+    msg_ptr m{raw};
+    if (s != NATS_OK && code == JSNoMessageFoundErr)
+      continue; // as a consumer skips it
+    if (s != NATS_OK)
+      return nats_error(
+        s, "reading stream sequence " + std::to_string(seq) + " of JetStream stream " + stream,
+        code);
+    // The filter a consumer would apply: only the events subjects of this journal.
+    std::string_view subject = natsMsg_GetSubject(m.get());
+    if (subject.substr(0, prefix.size()) != prefix)
+      continue;
+    if (!visit(m.get(), seq))
+      break;
+  }
+  return {};
+}
+
 // --- reads -----------------------------------------------------------------------------
 
 namespace {
@@ -367,22 +395,30 @@ void read_offsets(jetstream_journal::impl* p, bool closed_now, std::uint64_t fro
   if (!last)
     return done(std::move(last.error()));
   caf::error decode_err;
-  auto err = p->scan(
-    p->opts.stream, p->names.events_filter(), first, *last, [&](natsMsg* m, std::uint64_t seq) {
-      auto env = decode_envelope(data_of(m), "stream sequence " + std::to_string(seq));
-      if (!env) {
-        decode_err = std::move(env.error());
+  // A few messages (the newest appends, what a projection that keeps up asks for) are
+  // cheaper to get one by one than through a new consumer, whose creation took 9 ms to
+  // 1.4 s on a stream with 10,000 subjects.
+  constexpr std::uint64_t direct_gets = 16;
+  auto read = [&](const std::function<bool(natsMsg*, std::uint64_t)>& visit) {
+    return *last >= first && *last - first < direct_gets
+             ? p->fetch(p->opts.stream, first, *last, visit)
+             : p->scan(p->opts.stream, p->names.events_filter(), first, *last, visit);
+  };
+  auto err = read([&](natsMsg* m, std::uint64_t seq) {
+    auto env = decode_envelope(data_of(m), "stream sequence " + std::to_string(seq));
+    if (!env) {
+      decode_err = std::move(env.error());
+      return false;
+    }
+    for (auto& rec : records_of(std::move(*env), seq)) {
+      if (rec.offset < from_offset || !keep(rec))
+        continue;
+      out.push_back(std::move(rec));
+      if (out.size() >= max)
         return false;
-      }
-      for (auto& rec : records_of(std::move(*env), seq)) {
-        if (rec.offset < from_offset || !keep(rec))
-          continue;
-        out.push_back(std::move(rec));
-        if (out.size() >= max)
-          return false;
-      }
-      return true;
-    });
+    }
+    return true;
+  });
   if (decode_err)
     return done(std::move(decode_err));
   if (err)

@@ -146,6 +146,10 @@ struct jetstream_journal::impl : std::enable_shared_from_this<jetstream_journal:
   /// (message, stream seq) until it returns false.
   caf::error scan(const std::string& stream, const std::string& filter, std::uint64_t first,
                   std::uint64_t last, const std::function<bool(natsMsg*, std::uint64_t)>& visit);
+  /// As `scan` without a filter, one direct get per sequence: no consumer to create, which
+  /// costs more than a few gets (a follower's or a projection's read of the newest appends).
+  caf::error fetch(const std::string& stream, std::uint64_t first, std::uint64_t last,
+                   const std::function<bool(natsMsg*, std::uint64_t)>& visit);
 
   // Writer internals (writer.cpp).
   void start_front(const std::string& persistence_id);
