@@ -61,14 +61,6 @@ caf::error from_request_error(const std::string& name, caf::error err) {
   return err;
 }
 
-projection make_handle(caf::actor_system& sys, std::string name, internal::projection_setup setup) {
-  auto ptr = std::make_shared<projection::impl>();
-  ptr->sys = &sys;
-  ptr->name = std::move(name);
-  ptr->hdl = internal::spawn_projection_actor(sys, std::move(setup));
-  return projection{std::move(ptr)};
-}
-
 template <class T, class... Ts>
 caf::expected<T> ask(const projection::impl& p, std::chrono::milliseconds timeout, Ts... xs) {
   if (!p.hdl)
@@ -147,9 +139,10 @@ projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr jou
   if (!opts.offsets)
     opts.offsets = std::make_shared<memory_offset_store>();
   auto out = internal::make_handler_sink(opts.name, opts.filter, std::move(handler), opts.offsets);
-  return make_handle(sys, opts.name,
-                     {opts.name, std::move(journal), std::move(out),
-                      std::max<std::size_t>(opts.page_size, 1), opts.max_queued_batches});
+  return internal::make_projection(sys, opts.name,
+                                   {opts.name, std::move(journal), std::move(out),
+                                    std::max<std::size_t>(opts.page_size, 1),
+                                    opts.max_queued_batches});
 }
 
 projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,
@@ -159,7 +152,20 @@ projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr jou
   auto page = std::max<std::size_t>(opts.page_size, 1);
   auto queued = opts.max_queued_batches;
   auto out = internal::make_sqlite_sink(std::move(opts), std::move(handler));
-  return make_handle(sys, name, {name, std::move(journal), std::move(out), page, queued});
+  return internal::make_projection(sys, name,
+                                   {name, std::move(journal), std::move(out), page, queued});
 }
+
+namespace internal {
+
+projection make_projection(caf::actor_system& sys, std::string name, projection_setup setup) {
+  auto ptr = std::make_shared<projection::impl>();
+  ptr->sys = &sys;
+  ptr->name = std::move(name);
+  ptr->hdl = spawn_projection_actor(sys, std::move(setup));
+  return projection{std::move(ptr)};
+}
+
+} // namespace internal
 
 } // namespace annals::actors

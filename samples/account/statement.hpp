@@ -40,6 +40,26 @@ struct statement_line {
   friend bool operator==(const statement_line&, const statement_line&) = default;
 };
 
+/// What one account event does to its statement: the line's kind and amount, and the signed
+/// change of the balance (shared by the SQLite and PostgreSQL statement models).
+struct statement_movement {
+  const char* kind;
+  std::int64_t amount;
+  std::int64_t delta;
+};
+inline statement_movement movement_of(const opened&) {
+  return {"opened", 0, 0};
+}
+inline statement_movement movement_of(const deposited& e) {
+  return {"deposit", e.cents, e.cents};
+}
+inline statement_movement movement_of(const withdrawn& e) {
+  return {"withdrawal", e.cents, -e.cents};
+}
+inline statement_movement movement_of(const closed&) {
+  return {"closed", 0, 0};
+}
+
 namespace statement_detail {
 
 struct finalize_stmt {
@@ -101,25 +121,6 @@ public:
   }
 
 private:
-  // What one event does to the balance: the line's kind and amount, and the signed change.
-  struct movement {
-    const char* kind;
-    std::int64_t amount;
-    std::int64_t delta;
-  };
-  static movement movement_of(const opened&) {
-    return {"opened", 0, 0};
-  }
-  static movement movement_of(const deposited& e) {
-    return {"deposit", e.cents, e.cents};
-  }
-  static movement movement_of(const withdrawn& e) {
-    return {"withdrawal", e.cents, -e.cents};
-  }
-  static movement movement_of(const closed&) {
-    return {"closed", 0, 0};
-  }
-
   // The balance on the account's latest line, 0 if it has none yet.
   static std::int64_t last_balance(sqlite3* db, std::string_view id) {
     auto stmt =

@@ -7,6 +7,7 @@
 #endif
 #ifdef ANNALS_BANK_WITH_POSTGRES
 #include "annals/persistence/postgres_journal.hpp"
+#include "service/bank/postgres_read_models.hpp"
 #endif
 #include "account/account.hpp"
 #include "account/balances.hpp"
@@ -31,7 +32,8 @@ struct bank_service::impl {
   // closes first and the journal's writer last, so that the file alone holds the journal.
   ~impl() {
     ctx.workers.reset(); // no query runs against what follows
-    ctx.models.close();
+    if (ctx.models)
+      ctx.models->close();
     for (auto& p : ctx.projections)
       p.stop();
     ctx.host.reset();
@@ -98,7 +100,6 @@ struct bank_service::impl {
   caf::error start() {
     if (auto err = open_journal())
       return err;
-    const auto& path = ctx.opts.db_path;
     ctx.host = std::make_unique<aa::host>(ctx.sys, ctx.journal, ctx.snapshots);
     auto* h = ctx.host.get();
     if (auto err = h->register_aggregate<bank::account>({.snapshot_every = 200}))
@@ -107,9 +108,7 @@ struct bank_service::impl {
       return err;
     if (auto err = h->register_aggregate<match::football_match>({.snapshot_every = 200}))
       return err;
-    if (auto err = create_read_model_tables(path))
-      return err;
-    if (auto err = ctx.models.open(path))
+    if (auto err = open_read_models())
       return err;
     start_projections();
     ctx.workers = std::make_unique<worker_pool>(ctx.opts.query_threads);
@@ -120,18 +119,50 @@ struct bank_service::impl {
     return {};
   }
 
+  /// Whether the journal, and with it the SQL read models, is on PostgreSQL.
+  bool on_postgres() const {
+    const auto& uri = ctx.opts.journal;
+    return uri.starts_with("postgresql://") || uri.starts_with("postgres://");
+  }
+
+  /// The SQL read models: in the journal's PostgreSQL database, else in the --db file.
+  caf::error open_read_models() {
+    if (on_postgres()) {
+#ifdef ANNALS_BANK_WITH_POSTGRES
+      auto models = open_postgres_read_models(ctx.opts.journal);
+      if (!models)
+        return std::move(models.error());
+      ctx.models = std::move(*models);
+      return {};
+#endif
+    }
+    if (auto err = create_read_model_tables(ctx.opts.db_path))
+      return err;
+    auto models = open_sqlite_read_models(ctx.opts.db_path);
+    if (!models)
+      return std::move(models.error());
+    ctx.models = std::move(*models);
+    return {};
+  }
+
   void start_projections() {
     const auto& path = ctx.opts.db_path;
     auto& sys = ctx.sys;
     auto& projections = ctx.projections;
     auto accounts = aa::event_filter::aggregate_type<bank::account>();
     auto matches = aa::event_filter::aggregate_type<match::football_match>();
-    projections.push_back(
-      aa::spawn_projection(sys, ctx.journal, std::make_shared<bank::balances_projection>(),
-                           {.name = "balances", .path = path, .filter = accounts}));
-    projections.push_back(
-      aa::spawn_projection(sys, ctx.journal, std::make_shared<bank::statement_projection>(),
-                           {.name = "statement", .path = path, .filter = accounts}));
+#ifdef ANNALS_BANK_WITH_POSTGRES
+    if (on_postgres())
+      projections = spawn_postgres_projections(sys, ctx.journal, ctx.opts.journal);
+#endif
+    if (projections.empty()) {
+      projections.push_back(
+        aa::spawn_projection(sys, ctx.journal, std::make_shared<bank::balances_projection>(),
+                             {.name = "balances", .path = path, .filter = accounts}));
+      projections.push_back(
+        aa::spawn_projection(sys, ctx.journal, std::make_shared<bank::statement_projection>(),
+                             {.name = "statement", .path = path, .filter = accounts}));
+    }
     projections.push_back(aa::spawn_projection(
       sys, ctx.journal, ctx.owners, aa::projection_options{.name = "owners", .filter = accounts}));
     projections.push_back(

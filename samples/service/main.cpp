@@ -7,8 +7,8 @@
 // port is the one the system chose). --journal sqlite:PATH is --db PATH; --journal
 // nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N] keeps the journal on NATS
 // JetStream and the read models in the --db file; --journal postgresql://USER@HOST:PORT/DB
-// keeps the journal in PostgreSQL, the read models in the --db file. SIGTERM or SIGINT: stop
-// accepting connections, finish the commands in flight, answer them, exit 0.
+// keeps the journal and the balances and statement read models in PostgreSQL. SIGTERM or SIGINT:
+// stop accepting connections, finish the commands in flight, answer them, exit 0.
 
 #include <csignal>
 #include <cstdio>

@@ -1343,6 +1343,8 @@ private:
       std::printf("  journal on a three-server JetStream cluster (R3): %d nats-server kill(s) "
                   "under load, each started again\n",
                   totals_.server_kills);
+    if (service_test::on_postgres)
+      std::printf("  journal and SQL read models on a PostgreSQL server (which stays up)\n");
     std::printf(
       "  commands sent %llu (deposits %llu, withdrawals %llu, transfers %llu), "
       "requests %llu\n",

@@ -351,7 +351,7 @@ TEST_CASE("a database that holds another application's events table, or a newer 
 
 TEST_CASE("a journal without a server fails to open as unavailable, naming the server",
           "[postgres]") {
-  auto port = free_pg_port();
+  auto port = free_port();
   auto res = postgres_journal::open(
     {.conninfo = "host=127.0.0.1 port=" + std::to_string(port) + " user=annals dbname=none",
      .connect_timeout = std::chrono::milliseconds{2'000}});

@@ -42,7 +42,7 @@
 #include "jetstream/nats_servers.hpp"
 #endif
 #ifdef ANNALS_SERVICE_ON_POSTGRES
-#include "postgres/pg_fixture.hpp"
+#include "postgres/pg_server.hpp"
 #endif
 
 #ifndef ANNALS_BANK_BINARY
@@ -54,6 +54,7 @@ namespace service_test {
 /// Whether the services keep their journal on JetStream (see the file comment).
 #ifdef ANNALS_SERVICE_ON_JETSTREAM
 inline constexpr bool on_jetstream = true;
+inline constexpr bool on_postgres = false;
 inline constexpr bool journal_in_db_file = false;
 
 /// The cluster the services of this process share.
@@ -69,6 +70,7 @@ inline std::string fresh_journal_uri() {
 }
 #elif defined(ANNALS_SERVICE_ON_POSTGRES)
 inline constexpr bool on_jetstream = false;
+inline constexpr bool on_postgres = true;
 inline constexpr bool journal_in_db_file = false;
 
 /// A journal URI on a fresh database of the server this process shares.
@@ -80,6 +82,7 @@ inline std::string fresh_journal_uri() {
 }
 #else
 inline constexpr bool on_jetstream = false;
+inline constexpr bool on_postgres = false;
 inline constexpr bool journal_in_db_file = true;
 
 inline std::string fresh_journal_uri() {

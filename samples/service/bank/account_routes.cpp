@@ -85,14 +85,14 @@ void add_account_routes(bank_context& ctx) {
     auto limit = query_number(req, "limit", 100, 1, 1000);
     ctx.on_worker(respond, [&ctx, req, after, limit] {
       ctx.maybe_fresh(req, "balances");
-      return json_response(200, ctx.models.accounts(after, limit));
+      return json_response(200, ctx.models->accounts(after, limit));
     });
   });
   routes.add("GET", {"accounts", "*", "statement"}, [&ctx](req_t req, args_t a, resp_t respond) {
     auto id = check_id("account id", a[0]);
     ctx.on_worker(respond, [&ctx, req, id] {
       ctx.maybe_fresh(req, "statement");
-      return json_response(200, ctx.models.statement(id));
+      return json_response(200, ctx.models->statement(id));
     });
   });
   routes.add("GET", {"search"}, [&ctx](req_t req, args_t, resp_t respond) {

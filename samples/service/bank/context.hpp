@@ -54,7 +54,7 @@ struct bank_context {
     std::make_shared<match::top_scorers_projection>();
   /// balances, statement, owners, scoreboard, scorers
   std::vector<annals::actors::projection> projections;
-  read_models models;
+  std::unique_ptr<read_models> models;
   std::unique_ptr<worker_pool> workers;
   router routes;
 

@@ -102,66 +102,92 @@ caf::error create_read_model_tables(const std::string& path) {
   return {};
 }
 
-read_models::~read_models() {
-  close();
-}
+read_models::~read_models() = default;
 
-caf::error read_models::open(const std::string& path) {
-  std::lock_guard guard{mtx_};
-  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr)
-      != SQLITE_OK)
-    return annals::make_error(annals::errc::unavailable, "cannot open the read models in " + path
-                                                           + ": " + sqlite3_errmsg(db_));
-  sqlite3_busy_timeout(db_, 5'000);
-  return {};
-}
+namespace {
 
-void read_models::close() {
-  std::lock_guard guard{mtx_};
-  if (db_ != nullptr)
-    sqlite3_close(db_);
-  db_ = nullptr;
-}
-
-json::object read_models::accounts(const std::string& after, std::uint64_t limit) {
-  std::lock_guard guard{mtx_};
-  auto* db = db_;
-  query begin{db, "BEGIN"};
-  begin.next();
-  json::array rows;
-  std::uint64_t offset = 0;
-  try {
-    offset = stored_offset(db, "balances");
-    query q{db, "SELECT id, owner, balance, status, version FROM balances WHERE id > ?1"
-                " ORDER BY id LIMIT ?2"};
-    q.bind(1, after).bind(2, static_cast<std::int64_t>(limit));
-    while (q.next())
-      rows.push_back(json::object{{"id", q.text(0)},
-                                  {"owner", q.text(1)},
-                                  {"balance", q.integer(2)},
-                                  {"status", q.text(3)},
-                                  {"version", q.integer(4)}});
-  } catch (...) {
-    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
+// One read-only connection, shared by the query workers (one query at a time).
+class sqlite_read_models final : public read_models {
+public:
+  ~sqlite_read_models() override {
+    close();
   }
-  sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
-  return json::object{{"offset", offset}, {"accounts", std::move(rows)}};
+
+  caf::error open(const std::string& path) {
+    std::lock_guard guard{mtx_};
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr)
+        != SQLITE_OK)
+      return annals::make_error(annals::errc::unavailable, "cannot open the read models in " + path
+                                                             + ": " + sqlite3_errmsg(db_));
+    sqlite3_busy_timeout(db_, 5'000);
+    return {};
+  }
+
+  void close() override {
+    std::lock_guard guard{mtx_};
+    if (db_ != nullptr)
+      sqlite3_close(db_);
+    db_ = nullptr;
+  }
+
+  json::object accounts(const std::string& after, std::uint64_t limit) override {
+    std::lock_guard guard{mtx_};
+    auto* db = db_;
+    query begin{db, "BEGIN"};
+    begin.next();
+    json::array rows;
+    std::uint64_t offset = 0;
+    try {
+      offset = stored_offset(db, "balances");
+      query q{db, "SELECT id, owner, balance, status, version FROM balances WHERE id > ?1"
+                  " ORDER BY id LIMIT ?2"};
+      q.bind(1, after).bind(2, static_cast<std::int64_t>(limit));
+      while (q.next())
+        rows.push_back(json::object{{"id", q.text(0)},
+                                    {"owner", q.text(1)},
+                                    {"balance", q.integer(2)},
+                                    {"status", q.text(3)},
+                                    {"version", q.integer(4)}});
+    } catch (...) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    return json::object{{"offset", offset}, {"accounts", std::move(rows)}};
+  }
+
+  json::object statement(const std::string& id) override {
+    std::lock_guard guard{mtx_};
+    auto* db = db_;
+    sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+    auto offset = stored_offset(db, "statement");
+    auto lines = bank::read_statement(db, id);
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    if (!lines)
+      throw api_error{503, "read_model_unavailable", annals::render(lines.error())};
+    return statement_reply(id, offset, *lines);
+  }
+
+private:
+  std::mutex mtx_;
+  sqlite3* db_ = nullptr;
+};
+
+} // namespace
+
+caf::expected<std::unique_ptr<read_models>> open_sqlite_read_models(const std::string& path) {
+  auto models = std::make_unique<sqlite_read_models>();
+  if (auto err = models->open(path))
+    return err;
+  return std::unique_ptr<read_models>{std::move(models)};
 }
 
-json::object read_models::statement(const std::string& id) {
-  std::lock_guard guard{mtx_};
-  auto* db = db_;
-  sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
-  auto offset = stored_offset(db, "statement");
-  auto lines = bank::read_statement(db, id);
-  sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
-  if (!lines)
-    throw api_error{503, "read_model_unavailable", annals::render(lines.error())};
-  if (lines->empty())
+json::object statement_reply(const std::string& id, std::uint64_t offset,
+                             const std::vector<bank::statement_line>& lines) {
+  if (lines.empty())
     throw api_error{404, "not_found", "no statement for account " + id};
   json::array rows;
-  for (const auto& l : *lines) {
+  for (const auto& l : lines) {
     json::object o{{"seq", l.seq},         {"offset", l.offset},
                    {"kind", l.kind},       {"amount", l.amount},
                    {"balance", l.balance}, {"timestamp", iso_time(l.timestamp_ms * 1000)}};

@@ -169,14 +169,15 @@ struct on_caller {
   }
 };
 
-/// Calls `self.on(e, env, db)`, as `on_caller` does.
-template <class Derived>
-struct sqlite_on_caller {
+/// Calls `self.on(e, env, db)` with the read model's connection `db` (`sqlite3*`,
+/// `PGconn*`), as `on_caller` does.
+template <class Derived, class Connection>
+struct connection_on_caller {
   Derived& self;
-  sqlite3* db;
+  Connection db;
   template <class E>
   auto operator()(const E& e, const actors::envelope& env) const
-    -> decltype(std::declval<Derived&>().on(e, env, std::declval<sqlite3*>())) {
+    -> decltype(std::declval<Derived&>().on(e, env, std::declval<Connection>())) {
     return self.on(e, env, db);
   }
 };
@@ -219,7 +220,7 @@ class typed_sqlite_projection : public sqlite_projection_handler {
 public:
   /// Decodes and dispatches one record to `Derived::on`; see the file comment.
   void apply(sqlite3* db, const persistence::event_record& rec) final {
-    detail::sqlite_on_caller<Derived> call{static_cast<Derived&>(*this), db};
+    detail::connection_on_caller<Derived, sqlite3*> call{static_cast<Derived&>(*this), db};
     static_assert(
       detail::accepts_any<decltype(call)>(static_cast<typename A::event_type*>(nullptr)),
       "a typed_sqlite_projection needs at least one public `void on(const E&, const "
