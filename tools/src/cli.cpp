@@ -54,7 +54,8 @@ std::string general_usage(const std::string& p) {
            "\n"
            "inspect, events, state, verify, export and import also take a journal on NATS\n"
            "JetStream as DB: nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]\n"
-           "(in a build with the JetStream journal).\n";
+           "(in a build with the JetStream journal), or on PostgreSQL:\n"
+           "postgresql://USER@HOST:PORT/DB (in a build with the PostgreSQL journal).\n";
 }
 
 std::string usage_of(std::string_view sub, const std::string& p) {
@@ -147,7 +148,10 @@ std::string usage_of(std::string_view sub, const std::string& p) {
              "\n"
              "Into a JetStream journal (DB nats://...?stream=NAME): the whole input is checked\n"
              "first (offsets need only increase), then appended in its order into an empty or\n"
-             "new stream, which numbers and timestamps the events anew; then it is verified.\n";
+             "new stream, which numbers and timestamps the events anew; then it is verified.\n"
+             "Into a PostgreSQL journal (DB postgresql://USER@HOST:PORT/DB) the same way: the\n"
+             "database must hold an empty journal or no tables of that name (the schema is\n"
+             "created); the events get offsets 1, 2, 3, ... and the time of the import.\n";
   return general_usage(p);
 }
 

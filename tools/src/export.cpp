@@ -26,9 +26,12 @@ json::object export_json(const event_record& rec) {
   return o;
 }
 
-// A networked journal stores no global chain (JetStream chains each persistence id): the
-// exported hash is the global chain computed on the way out, over the journal's own offsets,
-// as for a schema-1 SQLite file. `import` checks it line by line.
+// A networked journal read through the contract. One that stores the global chain
+// (PostgreSQL) exports each event's stored hash, as a schema-2 SQLite file does, so that an
+// event altered in the database breaks the chain where `import` checks it; an offset without
+// a stored hash exports `null`. One that stores none (JetStream chains each persistence id)
+// exports the global chain computed on the way out, over the journal's own offsets, as a
+// schema-1 file does.
 int export_remote(const std::string& uri, std::ostream& out) {
   auto remote = open_remote(uri, false);
   auto& j = remote->journal();
@@ -39,12 +42,19 @@ int export_remote(const std::string& uri, std::ostream& out) {
     auto page = read_page(j, from, 1000);
     if (page.empty())
       break;
+    auto stored = remote->stored_hashes(page.front().offset, page.back().offset);
     for (const auto& rec : page) {
       if (rec.offset > head)
         break;
       auto o = export_json(rec);
       chain = persistence::chain_hash(chain, rec);
-      o["hash"] = persistence::to_hex(chain);
+      if (!stored) {
+        o["hash"] = persistence::to_hex(chain);
+      } else if (auto h = stored->find(rec.offset); h != stored->end()) {
+        o["hash"] = persistence::to_hex(h->second);
+      } else {
+        o["hash"] = nullptr;
+      }
       out << json::serialize(o) << '\n';
     }
     from = page.back().offset + 1;

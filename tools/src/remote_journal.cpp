@@ -1,12 +1,27 @@
+// Journal URIs: which journal a URI names, and the reads every subcommand shares.
+
 #include "remote_journal.hpp"
 
 namespace annals::tools::detail {
 
+bool is_postgres_uri(std::string_view arg) {
+  return arg.starts_with("postgresql://") || arg.starts_with("postgres://");
+}
+
 bool is_journal_uri(std::string_view arg) {
-  return arg.substr(0, 7) == "nats://";
+  return arg.starts_with("nats://") || is_postgres_uri(arg);
 }
 
 std::unique_ptr<remote_journal> open_remote(const std::string& uri, bool create) {
+  if (is_postgres_uri(uri)) {
+#ifdef ANNALS_TOOLS_WITH_POSTGRES
+    return open_postgres(uri, create);
+#else
+    fail(uri.substr(0, uri.find(':'))
+         + "://...: this build of the tool has no PostgreSQL journal (build annals with "
+           "libpq-dev installed)");
+#endif
+  }
 #ifdef ANNALS_TOOLS_WITH_JETSTREAM
   return open_jetstream(uri, create);
 #else

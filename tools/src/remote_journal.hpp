@@ -1,13 +1,16 @@
 #pragma once
 
-// Internal to the annals tool: journals named by a URI (`nats://...?stream=NAME`) instead of
-// a SQLite file path. The subcommands read them through the journal contract alone (no SQL),
-// with bounded blocking waits; a build without the JetStream journal refuses such a URI.
+// Internal to the annals tool: journals named by a URI (`nats://...?stream=NAME`,
+// `postgresql://USER@HOST:PORT/DB`) instead of a SQLite file path. The subcommands read them
+// through the journal contract (the stored hash chain of a PostgreSQL journal is read with
+// SQL), with bounded blocking waits; a build without the journal a URI names refuses it.
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,8 +24,12 @@
 
 namespace annals::tools::detail {
 
-/// True when `arg` names a networked journal (`nats://...`), false for a file path.
+/// True when `arg` names a networked journal (`nats://...`, `postgresql://...` or
+/// `postgres://...`), false for a file path.
 bool is_journal_uri(std::string_view arg);
+
+/// True when `arg` is a PostgreSQL URI (`postgresql://...` or `postgres://...`).
+bool is_postgres_uri(std::string_view arg);
 
 /// A networked journal opened by the tool; closed when destroyed.
 class remote_journal {
@@ -33,6 +40,15 @@ public:
   virtual std::string describe() const = 0;
   /// Recomputes the journal's hash chains (blocking).
   virtual caf::expected<persistence::verify_report> verify() = 0;
+  /// The global hash chain's stored values for the offsets `from`..`to` (inclusive), by
+  /// offset, for a journal that stores one (PostgreSQL); nothing for one that does not
+  /// (JetStream chains each persistence id). Throws `failure`.
+  virtual std::optional<std::map<std::uint64_t, persistence::event_hash>>
+  stored_hashes(std::uint64_t from, std::uint64_t to) {
+    (void)from;
+    (void)to;
+    return std::nullopt;
+  }
 };
 
 /// Opens the journal `uri` names. Without `create` a journal that does not exist yet is an
@@ -62,6 +78,11 @@ std::uint64_t remote_head(persistence::journal& j);
 #ifdef ANNALS_TOOLS_WITH_JETSTREAM
 /// jetstream/open.cpp.
 std::unique_ptr<remote_journal> open_jetstream(const std::string& uri, bool create);
+#endif
+
+#ifdef ANNALS_TOOLS_WITH_POSTGRES
+/// postgres/open.cpp.
+std::unique_ptr<remote_journal> open_postgres(const std::string& uri, bool create);
 #endif
 
 } // namespace annals::tools::detail

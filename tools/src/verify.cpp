@@ -13,7 +13,8 @@ int verify(const args_list& in, std::ostream& out) {
   auto path = journal_path(args);
   caf::expected<persistence::verify_report> report{persistence::verify_report{}};
   if (is_journal_uri(path)) {
-    // JetStream keeps one chain per persistence id: a break names the id's event.
+    // JetStream keeps one chain per persistence id, PostgreSQL one over the whole log: a
+    // break names the first event that does not match.
     report = open_remote(path, false)->verify();
   } else {
     open_journal(path); // the tool's own checks: missing, not a journal, locked
