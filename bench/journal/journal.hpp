@@ -1,7 +1,7 @@
 #pragma once
 
 // What the parts of bench_journal share: the flags, the rows every journal appends, the
-// figures, the journal-side runs (any `journal`), and the two backends' entry points.
+// figures, the journal-side runs (any `journal`), and the backends' entry points.
 
 #include <chrono>
 #include <cstdint>
@@ -19,11 +19,14 @@ using namespace annals::persistence;
 using clock_type = std::chrono::steady_clock;
 
 struct config {
-  std::size_t events = 0; ///< 0: the backend's default (100,000 SQLite, 20,000 JetStream)
+  /// 0: the backend's default (100,000 SQLite, 20,000 JetStream, 50,000 PostgreSQL)
+  std::size_t events = 0;
   std::size_t in_flight = 1'000;
   std::size_t rounds = 2;
   std::string dir;
-  std::string uri; ///< empty or sqlite:PATH-less: SQLite in `dir`; nats://...: JetStream
+  /// empty or sqlite:[DIR]: SQLite in `dir`; nats://...: JetStream; postgresql://...:
+  /// PostgreSQL (the bench creates and drops databases `annals_bench_*` on that server)
+  std::string uri;
   bool json = false;
 };
 
@@ -56,8 +59,9 @@ struct replay_figures {
 
 /// What one backend's run yields; `main` prints it.
 struct results {
-  std::string journal;  ///< "sqlite" or "jetstream R1" / "jetstream R3"
-  std::string baseline; ///< what the baseline is, in words
+  std::string journal;    ///< "sqlite", "jetstream R1" / "jetstream R3" or "postgresql"
+  std::string baseline;   ///< what the baseline is, in words
+  std::string durability; ///< what an acknowledged append survives, in words (JSON output)
   std::size_t events = 0;
   std::vector<append_figures> appends;
   replay_figures replay;
@@ -91,5 +95,9 @@ results run_sqlite(const config& cfg);
 /// The JetStream journal beside raw libnats async publishes (jetstream.cpp); only in a
 /// build with annals::jetstream.
 results run_jetstream(const config& cfg);
+
+/// The PostgreSQL journal beside raw libpq COPY batches on the same server (postgres.cpp);
+/// only in a build with annals::postgres.
+results run_postgres(const config& cfg);
 
 } // namespace bench::journal_bench

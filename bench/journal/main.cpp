@@ -1,15 +1,17 @@
 // bench_journal: appends and paged replay of a journal, each beside a baseline run in the
 // same process on the same rows: plain SQLite for the SQLite journal, raw libnats async
-// publishes for the JetStream journal.
+// publishes for the JetStream journal, raw libpq COPY batches for the PostgreSQL journal.
 //
-//   bench_journal [--journal sqlite: | nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]]
+//   bench_journal [--journal sqlite: | nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]
+//                            | postgresql://USER@HOST:PORT/DB]
 //                 [--events N] [--in-flight N] [--rounds N] [--dir PATH] [--json]
 //
 // Appends: N events (one per append, ~100-byte JSON payloads) round-robin over 1, 100 and
 // 10,000 persistence ids, with `--in-flight` appends outstanding at any time. Replay:
 // `read_all` in pages, parsing every payload with Boost.JSON, against the baseline's own
 // read doing the same parsing. Prints figures and the ratio journal / baseline; asserts
-// nothing. `bench/jetstream/run` starts local nats-servers and runs this against them.
+// nothing. `bench/jetstream/run` starts local nats-servers and runs this against them;
+// `bench/postgres/run` does the same with a throwaway PostgreSQL server.
 
 #include <algorithm>
 #include <condition_variable>
@@ -149,8 +151,8 @@ using bench::die;
 int main(int argc, char** argv) {
   config cfg;
   auto usage = "usage: bench_journal [--journal sqlite: | nats://HOST:PORT[,HOST:PORT...]"
-               "[?stream=NAME&replicas=N]] [--events N] [--in-flight N] [--rounds N] "
-               "[--dir PATH] [--json]";
+               "[?stream=NAME&replicas=N] | postgresql://USER@HOST:PORT/DB] [--events N] "
+               "[--in-flight N] [--rounds N] [--dir PATH] [--json]";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -176,10 +178,11 @@ int main(int argc, char** argv) {
   if (cfg.in_flight == 0)
     die("--in-flight must be positive");
   bool nats = cfg.uri.rfind("nats://", 0) == 0;
-  if (!nats && !cfg.uri.empty() && cfg.uri.rfind("sqlite:", 0) != 0)
-    die("--journal takes sqlite:[DIR] or nats://...; " + std::string{usage});
+  bool pg = cfg.uri.rfind("postgresql://", 0) == 0 || cfg.uri.rfind("postgres://", 0) == 0;
+  if (!nats && !pg && !cfg.uri.empty() && cfg.uri.rfind("sqlite:", 0) != 0)
+    die("--journal takes sqlite:[DIR], nats://... or postgresql://...; " + std::string{usage});
   // sqlite:DIR is the same as --dir DIR: the bench writes its files there.
-  if (!nats && cfg.uri.size() > 7)
+  if (!nats && !pg && cfg.uri.size() > 7)
     cfg.dir = cfg.uri.substr(7);
   results res;
   if (nats) {
@@ -187,6 +190,12 @@ int main(int argc, char** argv) {
     res = run_jetstream(cfg);
 #else
     die("this build has no JetStream journal (configure with libnats-dev installed)");
+#endif
+  } else if (pg) {
+#ifdef ANNALS_BENCH_WITH_POSTGRES
+    res = run_postgres(cfg);
+#else
+    die("this build has no PostgreSQL journal (configure with libpq-dev installed)");
 #endif
   } else {
     res = run_sqlite(cfg);
@@ -206,8 +215,8 @@ int main(int argc, char** argv) {
     obj["baseline"] = res.baseline;
     obj["events"] = res.events;
     obj["in_flight"] = cfg.in_flight;
-    if (!nats)
-      obj["durability"] = "full";
+    if (!res.durability.empty())
+      obj["durability"] = res.durability;
     boost::json::array arr;
     for (const auto& fig : res.appends) {
       boost::json::object a{
@@ -220,7 +229,7 @@ int main(int argc, char** argv) {
         {"max_ms", fig.max_ms},
         {"failed", fig.failed},
       };
-      if (nats) {
+      if (nats || pg) {
         a["baseline_failed"] = fig.baseline_failed;
         a["baseline_p50_ms"] = fig.baseline_p50_ms;
         a["baseline_p99_ms"] = fig.baseline_p99_ms;

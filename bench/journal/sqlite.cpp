@@ -132,6 +132,7 @@ void run_baseline_replay(const std::string& path, replay_figures& out) {
 results run_sqlite(const config& cfg) {
   results res;
   res.journal = "sqlite";
+  res.durability = "full";
   res.baseline = "plain SQLite (prepared INSERTs, 1,000 per transaction; a plain SELECT)";
   res.events = cfg.events == 0 ? 100'000 : cfg.events;
   auto& appends = res.appends;
