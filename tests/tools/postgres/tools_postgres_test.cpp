@@ -442,7 +442,7 @@ TEST_CASE("the tool refuses a PostgreSQL database without a journal and changes 
   CHECK(tables_in(foreign.conninfo) == "1");
 
   // A server that does not answer.
-  auto nobody = "postgresql://annals@127.0.0.1:" + std::to_string(ap::test::free_pg_port()) + "/x";
+  auto nobody = "postgresql://annals@127.0.0.1:" + std::to_string(ap::test::free_port()) + "/x";
   check_refused(run({tool, "inspect", nobody}),
                 "cannot connect to PostgreSQL database x at 127.0.0.1:");
 }
