@@ -29,6 +29,7 @@
 #include "account/transfer.hpp"
 #include "annals/actors/system.hpp"
 #include "annals/error.hpp"
+#include "annals/persistence/redact.hpp"
 #include "annals/tools/cli.hpp"
 #include "match/match.hpp"
 #include "service/bank_service.hpp"
@@ -127,7 +128,7 @@ int main(int argc, char** argv) {
   annals::actors::configure(cfg);
   caf::actor_system sys{cfg};
 
-  auto where = f.journal.empty() ? f.db : f.journal;
+  auto where = f.journal.empty() ? f.db : annals::persistence::redact_secrets(f.journal);
   auto app = service::bank_service::open(sys, {.db_path = f.db, .journal = f.journal});
   if (!app) {
     std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", where.c_str(),

@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 #include <sqlite3.h>
 
+#include "annals/persistence/redact.hpp"
 #include "annals/persistence_id.hpp"
 #include "journal_file.hpp"
 #include "output.hpp"
@@ -58,7 +59,7 @@ int inspect_remote(const std::string& uri, bool as_json, std::ostream& out) {
   auto type_name = [](const std::string& t) { return t.empty() ? std::string{"(no type)"} : t; };
   if (as_json) {
     json::object o;
-    o["journal"] = uri;
+    o["journal"] = persistence::redact_secrets(uri);
     o["backend"] = remote->describe();
     o["head_offset"] = head;
     o["events"] = total;

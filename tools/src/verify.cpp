@@ -1,6 +1,7 @@
 #include "commands.hpp"
 
 #include "annals/error.hpp"
+#include "annals/persistence/redact.hpp"
 #include "annals/persistence/sqlite_journal.hpp"
 #include "journal_file.hpp"
 #include "output.hpp"
@@ -26,9 +27,9 @@ int verify(const args_list& in, std::ostream& out) {
     out << "broken: offset " << b->offset << ", persistence id " << b->persistence_id << ", seq "
         << b->seq << ": " << b->reason << '\n';
     out.flush();
-    fail(path + ": the hash chain breaks at offset " + std::to_string(b->offset) + " ("
-         + b->persistence_id + ", seq " + std::to_string(b->seq) + "); head offset "
-         + std::to_string(report->head_offset));
+    fail(persistence::redact_secrets(path) + ": the hash chain breaks at offset "
+         + std::to_string(b->offset) + " (" + b->persistence_id + ", seq " + std::to_string(b->seq)
+         + "); head offset " + std::to_string(report->head_offset));
   }
   print_ok(out, *report);
   return 0;

@@ -15,6 +15,7 @@
 
 #include <libpq-fe.h>
 
+#include "annals/persistence/redact.hpp"
 #include "internal/offsets_table.hpp"
 #include "internal/projection_actor.hpp"
 #include "internal/sink.hpp"
@@ -286,7 +287,8 @@ private:
   }
 
   std::string where() const {
-    return "PostgreSQL " + (server_.empty() ? opts_.conninfo : server_);
+    return "PostgreSQL "
+           + (server_.empty() ? persistence::redact_secrets(opts_.conninfo) : server_);
   }
 
   caf::error fail(std::string_view what, std::string_view detail) const {

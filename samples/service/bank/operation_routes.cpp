@@ -9,6 +9,7 @@
 
 #include "annals/error.hpp"
 #include "annals/persistence/blocking.hpp"
+#include "annals/persistence/redact.hpp"
 #include "service/bank/routes.hpp"
 
 namespace service {
@@ -46,12 +47,13 @@ http::response health(bank_context& ctx) {
     ap::wait_for<std::uint64_t>([&ctx](auto cb) { ctx.journal->head_offset(std::move(cb)); }, 5s);
   if (!head)
     healthy = false;
-  json::object body{{"status", healthy ? "ok" : "degraded"},
-                    {"journal",
-                     {{"path", ctx.sqlite ? ctx.opts.db_path : std::string{}},
-                      {"uri", ctx.sqlite ? "sqlite:" + ctx.opts.db_path : ctx.opts.journal},
-                      {"head_offset", head ? *head : 0}}},
-                    {"projections", std::move(projs)}};
+  json::object body{
+    {"status", healthy ? "ok" : "degraded"},
+    {"journal",
+     {{"path", ctx.sqlite ? ctx.opts.db_path : std::string{}},
+      {"uri", ctx.sqlite ? "sqlite:" + ctx.opts.db_path : ap::redact_secrets(ctx.opts.journal)},
+      {"head_offset", head ? *head : 0}}},
+    {"projections", std::move(projs)}};
   return json_response(healthy ? 200 : 503, body);
 }
 

@@ -16,6 +16,7 @@
 #include "account/statement.hpp"
 #include "annals/actors/postgres_projection.hpp"
 #include "annals/error.hpp"
+#include "annals/persistence/redact.hpp"
 #include "service/bank/errors.hpp"
 
 namespace service {
@@ -220,8 +221,8 @@ private:
     while (!msg.empty() && msg.back() == '\n')
       msg.pop_back();
     return annals::make_error(annals::errc::unavailable,
-                              what + " the read models' PostgreSQL database " + conninfo_ + ": "
-                                + msg);
+                              what + " the read models' PostgreSQL database "
+                                + annals::persistence::redact_secrets(conninfo_) + ": " + msg);
   }
 
   // Runs `f(db)` in a read-only snapshot, reconnecting once if the server went away.
