@@ -147,6 +147,123 @@ TEST_CASE("the event tables refuse UPDATE, DELETE and TRUNCATE", "[postgres]") {
   CHECK_FALSE(report->first_break);
 }
 
+TEST_CASE("text with tabs, newlines, backslashes, quotes and unicode round-trips through one "
+          "batch, and a conflict in it fails alone",
+          "[postgres]") {
+  auto conninfo = shared_server().create_database();
+  auto j = open_pg(conninfo);
+  const std::vector<std::string> awkward = {
+    "tab\there",     "line\nbreak",
+    "cr\r\nlf",      "back\\slash",
+    "\\N",           "\\.",
+    "end\n\\.\nof",  "quote ' and \" ",
+    "\\x41\\\\x",    "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x8e\x89",
+    "\t\n\\\r mixed"};
+  std::vector<append_request> reqs;
+  for (std::size_t i = 0; i < awkward.size(); ++i) {
+    const auto& s = awkward[i];
+    event_metadata md;
+    if (i % 2 == 0) {
+      md.command_id = "cmd " + s;
+      md.correlation_id = s + " corr";
+    }
+    std::vector<encoded_event> events{
+      encoded_event{"name " + s, 2, R"({"text":")" + s + R"("})", {s, "plain", "t " + s}},
+      ev("no-tags", s)};
+    reqs.push_back({"id " + s, 0, std::move(events), std::move(md)});
+  }
+  // Only COPY may load rows here: the INSERT fallback would hide an escaping mistake.
+  raw_conn raw{conninfo};
+  REQUIRE(raw
+            .run(R"sql(
+CREATE FUNCTION test_copy_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_query() NOT LIKE 'COPY %' THEN
+    RAISE EXCEPTION 'not loaded by COPY: %', current_query();
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER events_copy_only BEFORE INSERT ON events
+  FOR EACH STATEMENT EXECUTE FUNCTION test_copy_only();
+CREATE TRIGGER event_tags_copy_only BEFORE INSERT ON event_tags
+  FOR EACH STATEMENT EXECUTE FUNCTION test_copy_only();
+)sql")
+            .empty());
+  // Hold the writers' lock so that the appends after the first queue up into one batch.
+  raw_conn lock_holder{conninfo};
+  REQUIRE(lock_holder
+            .run("BEGIN; SELECT pg_advisory_xact_lock("
+                 + std::to_string(postgres_journal::offset_lock_key) + ")")
+            .empty());
+  std::vector<std::optional<caf::expected<append_result>>> results(reqs.size() + 1);
+  countdown done;
+  auto submit = [&](append_request req, std::size_t slot) {
+    j->append(std::move(req), [&, slot](caf::expected<append_result> res) {
+      results[slot].emplace(std::move(res));
+      done.arrive();
+    });
+  };
+  for (std::size_t i = 0; i < reqs.size(); ++i)
+    submit(reqs[i], i);
+  // A stale expected seq, in the same batch.
+  submit({"id " + awkward[3], 5, {ev("stale")}, {}}, reqs.size());
+  REQUIRE(lock_holder.run("COMMIT").empty());
+  REQUIRE(done.wait(static_cast<int>(results.size())));
+  REQUIRE(results.back());
+  REQUIRE_FALSE(*results.back());
+  CHECK(is(results.back()->error(), journal_errc::conflict));
+  std::vector<event_record> expected;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    INFO(i);
+    REQUIRE(results[i]);
+    REQUIRE(*results[i]);
+    const auto& res = **results[i];
+    CHECK(res.first_seq == 1);
+    CHECK(res.last_seq == 2);
+    for (std::size_t k = 0; k < 2; ++k) {
+      const auto& e = reqs[i].events[k];
+      expected.push_back({res.first_offset + k, reqs[i].persistence_id, k + 1, e.name, e.version,
+                          e.payload, e.tags, res.timestamp_us, reqs[i].metadata});
+    }
+  }
+  std::sort(expected.begin(), expected.end(),
+            [](const auto& a, const auto& b) { return a.offset < b.offset; });
+  auto all = read_all(*j);
+  REQUIRE(all);
+  CHECK(offsets_equal_one_to(*all));
+  CHECK(*all == expected);
+  for (const auto& s : awkward) {
+    INFO(s);
+    auto stream = read_stream(*j, "id " + s);
+    REQUIRE(stream);
+    REQUIRE(stream->size() == 2);
+    CHECK((*stream)[0].payload == R"({"text":")" + s + R"("})");
+    CHECK((*stream)[1].payload == s);
+    auto tagged = read_tagged(*j, s);
+    REQUIRE(tagged);
+    REQUIRE(tagged->size() == 1);
+    CHECK((*tagged)[0].persistence_id == "id " + s);
+    CHECK(read_tagged(*j, "t " + s)->size() == 1);
+  }
+  CHECK(read_tagged(*j, "plain")->size() == awkward.size());
+  // Absent tags and metadata are stored as NULL, as the INSERT path stores them.
+  PGresult* nulls =
+    PQexec(raw.conn, "SELECT count(*) FILTER (WHERE tags IS NULL), count(*) FILTER (WHERE "
+                     "command_id IS NULL), count(*) FILTER (WHERE correlation_id IS NULL) FROM "
+                     "events");
+  REQUIRE(PQresultStatus(nulls) == PGRES_TUPLES_OK);
+  CHECK(std::string{PQgetvalue(nulls, 0, 0)} == std::to_string(awkward.size()));
+  CHECK(std::string{PQgetvalue(nulls, 0, 1)} == std::to_string(2 * (awkward.size() / 2)));
+  CHECK(std::string{PQgetvalue(nulls, 0, 2)} == std::to_string(2 * (awkward.size() / 2)));
+  PQclear(nulls);
+  auto report = postgres_journal::verify(conninfo);
+  REQUIRE(report);
+  CHECK_FALSE(report->first_break);
+  CHECK(report->events_checked == 2 * awkward.size());
+  CHECK_THAT(raw.run("INSERT INTO event_tags (tag, global_offset) VALUES ('x', 1)"),
+             Catch::Contains("not loaded by COPY"));
+}
+
 TEST_CASE("two journals appending to one stream agree on exactly one winner per seq and lose "
           "nothing",
           "[postgres]") {
@@ -409,8 +526,8 @@ TEST_CASE("a writer that bypasses the offset lock makes only the append it colli
   submit("x", x);
   submit("y", y);
   REQUIRE(lock_holder.run("COMMIT").empty());
-  // The writer's insert for "x" now waits for the intruder's uncommitted row.
-  REQUIRE(waiting_on_lock("INSERT INTO events"));
+  // The writer's COPY for "x" now waits for the intruder's uncommitted row.
+  REQUIRE(waiting_on_lock("COPY events"));
   REQUIRE(intruder.run("COMMIT").empty());
   REQUIRE(done.wait(3));
   REQUIRE(*z);

@@ -1,5 +1,6 @@
 #include "postgres/connection.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <limits>
@@ -97,6 +98,53 @@ caf::error connection::run(const std::string& sql, const std::string& what) cons
   return {};
 }
 
+caf::error connection::copy(const std::string& sql, std::string_view data,
+                            const std::string& what) const {
+  result start{PQexec(conn_, sql.c_str())};
+  if (start.status() != PGRES_COPY_IN) {
+    if (!start.ok())
+      return failure(start, what);
+    return make_error(journal_errc::storage_error,
+                      where_ + ": " + what + ": the statement did not start a COPY FROM STDIN");
+  }
+  // Pieces of at most 1 MiB: PQputCopyData takes an int length, and libpq buffers each.
+  constexpr std::size_t piece = std::size_t{1} << 20;
+  std::string send_error;
+  for (std::size_t pos = 0; pos < data.size(); pos += piece) {
+    auto n = std::min(piece, data.size() - pos);
+    if (PQputCopyData(conn_, data.data() + pos, static_cast<int>(n)) != 1) {
+      send_error = trimmed(PQerrorMessage(conn_));
+      break;
+    }
+  }
+  // After a failed send, ending the COPY with a message makes the server fail it.
+  if (PQputCopyEnd(conn_, send_error.empty() ? nullptr : "annals: sending the rows failed") != 1
+      && send_error.empty())
+    send_error = trimmed(PQerrorMessage(conn_));
+  result failed;
+  bool stuck = false;
+  while (PGresult* r = PQgetResult(conn_)) {
+    result res{r};
+    auto st = res.status();
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+      // The COPY could not be ended: further results would repeat this one.
+      stuck = true;
+      break;
+    }
+    if (!res.ok() && !failed)
+      failed = std::move(res);
+  }
+  if (!send_error.empty())
+    return failure(failed, what + ": sending the COPY rows failed (" + send_error + ")");
+  if (failed)
+    return failure(failed, what);
+  if (stuck)
+    return make_error(journal_errc::storage_error,
+                      where_ + ": " + what
+                        + ": the COPY could not be ended: " + trimmed(PQerrorMessage(conn_)));
+  return {};
+}
+
 caf::error closed_error(const std::string& where) {
   return make_error(journal_errc::closed, "the PostgreSQL journal on " + where + " is closed");
 }
@@ -123,6 +171,43 @@ void append_bytea(std::string& sql, const std::uint8_t* bytes, std::size_t n) {
     sql += digits[bytes[i] & 0xf];
   }
   sql += "'::bytea";
+}
+
+void append_copy_text(std::string& out, std::string_view s) {
+  std::size_t done = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char escaped;
+    switch (s[i]) {
+      case '\\':
+        escaped = '\\';
+        break;
+      case '\t':
+        escaped = 't';
+        break;
+      case '\n':
+        escaped = 'n';
+        break;
+      case '\r':
+        escaped = 'r';
+        break;
+      default:
+        continue;
+    }
+    out.append(s.data() + done, i - done);
+    out += '\\';
+    out += escaped;
+    done = i + 1;
+  }
+  out.append(s.data() + done, s.size() - done);
+}
+
+void append_copy_bytea(std::string& out, const std::uint8_t* bytes, std::size_t n) {
+  static constexpr char digits[] = "0123456789abcdef";
+  out += "\\\\x";
+  for (std::size_t i = 0; i < n; ++i) {
+    out += digits[bytes[i] >> 4];
+    out += digits[bytes[i] & 0xf];
+  }
 }
 
 std::string limit_of(std::size_t max) {

@@ -120,6 +120,12 @@ public:
   /// Runs `sql` and turns a failure into an error (see `failure`).
   caf::error run(const std::string& sql, const std::string& what) const;
 
+  /// Runs `sql`, a `COPY ... FROM STDIN` in text format, with `data` as its rows (each
+  /// ending in a newline, fields escaped with `append_copy_text`). An error (see `failure`)
+  /// if the statement does not start a COPY, sending the rows fails, or the server refuses
+  /// them; the connection is idle again afterwards unless it broke.
+  caf::error copy(const std::string& sql, std::string_view data, const std::string& what) const;
+
 private:
   PGconn* conn_ = nullptr;
   std::string where_;
@@ -135,6 +141,13 @@ bool has_nul(std::string_view s);
 
 /// `bytes` as a bytea literal in hex form: `'\x0a1b...'::bytea`.
 void append_bytea(std::string& sql, const std::uint8_t* bytes, std::size_t n);
+
+/// `s` as a field of COPY's text format: backslash, tab, newline and carriage return
+/// escaped with a backslash, every other byte as it is.
+void append_copy_text(std::string& out, std::string_view s);
+
+/// `bytes` as a bytea field of COPY's text format in hex form: `\\x0a1b...`.
+void append_copy_bytea(std::string& out, const std::uint8_t* bytes, std::size_t n);
 
 /// A `std::size_t` bound for a LIMIT parameter, clamped to INT64_MAX.
 std::string limit_of(std::size_t max);

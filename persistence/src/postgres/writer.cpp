@@ -9,12 +9,12 @@
 // only after that: commits become visible in offset order and offsets have no holes.
 //
 // Under the lock the highest seqs the writer reads stay true until its commit, so it checks
-// every append's expected seq itself and writes the rest of the batch with one INSERT per
-// chunk (`fast_path`). If that write fails anyway, the batch is rolled back to a savepoint
-// and written again one savepoint per append, as one multi-statement query: a failing
-// statement makes the server skip the rest, the writer rolls back that append's
-// savepoint, and sends the remaining appends again, numbered from where the failed one
-// started.
+// every append's expected seq itself and loads the rest of the batch with `COPY ... FROM
+// STDIN` per chunk, the events and then their tags (`fast_path`). If that write fails
+// anyway, the batch is rolled back to a savepoint and written again with INSERTs, one
+// savepoint per append, as one multi-statement query: a failing statement makes the server
+// skip the rest, the writer rolls back that append's savepoint, and sends the remaining
+// appends again, numbered from where the failed one started.
 
 #include <charconv>
 #include <cstring>
@@ -32,7 +32,8 @@ namespace annals::persistence::postgres {
 
 namespace {
 
-// Beyond this many bytes of SQL, the rest of the batch goes in the next query.
+// Beyond this many bytes of SQL (or COPY rows), the rest of the batch goes in the next
+// query.
 constexpr std::size_t chunk_bytes = std::size_t{8} << 20;
 
 struct outcome {
@@ -91,11 +92,19 @@ constexpr const char* insert_events =
   "INSERT INTO events (global_offset, persistence_id, seq, name, version, payload, tags, "
   "timestamp_us, command_id, correlation_id, hash) VALUES ";
 
-// Appends the rows of one append to `rows` (events) and `tag_rows`, numbering its events
-// from `offset` and chaining from `chain`; fills `out.res` and `out.chain` as if it
+template <class Int>
+void append_number(std::string& out, Int x) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), x);
+  out.append(buf, end);
+}
+
+// Numbers the events of `req` from `offset`, chains them from `chain`, and calls
+// `row(event, offset, seq, hash)` for each; fills `out.res` and `out.chain` as if the append
 // succeeds.
-void append_rows(std::string& rows, std::string& tag_rows, const append_request& req,
-                 std::uint64_t offset, const event_hash& chain, std::int64_t ts, outcome& out) {
+template <class F>
+void for_each_row(const append_request& req, std::uint64_t offset, const event_hash& chain,
+                  std::int64_t ts, outcome& out, F&& row) {
   auto h = chain;
   auto seq = req.expected_seq;
   for (std::size_t i = 0; i < req.events.size(); ++i) {
@@ -104,27 +113,7 @@ void append_rows(std::string& rows, std::string& tag_rows, const append_request&
     ++seq;
     h = internal::chain_hash(h, off, req.persistence_id, seq, ev.name, ev.version, ev.payload,
                              ev.tags, ts, req.metadata.command_id, req.metadata.correlation_id);
-    rows += rows.empty() ? "(" : ", (";
-    rows += std::to_string(off) + ", ";
-    append_literal(rows, req.persistence_id);
-    rows += ", " + std::to_string(seq) + ", ";
-    append_literal(rows, ev.name);
-    rows += ", " + std::to_string(ev.version) + ", ";
-    append_literal(rows, ev.payload);
-    rows += ", ";
-    append_optional(rows, join_tags(ev.tags));
-    rows += ", " + std::to_string(ts) + ", ";
-    append_optional(rows, req.metadata.command_id);
-    rows += ", ";
-    append_optional(rows, req.metadata.correlation_id);
-    rows += ", ";
-    append_bytea(rows, h.data(), h.size());
-    rows += ')';
-    for (const auto& tag : ev.tags) {
-      tag_rows += tag_rows.empty() ? "(" : ", (";
-      append_literal(tag_rows, tag);
-      tag_rows += ", " + std::to_string(off) + ")";
-    }
+    row(ev, off, seq, h);
   }
   out.res.first_seq = req.expected_seq + 1;
   out.res.last_seq = seq;
@@ -132,6 +121,101 @@ void append_rows(std::string& rows, std::string& tag_rows, const append_request&
   out.res.last_offset = offset + req.events.size() - 1;
   out.res.timestamp_us = ts;
   out.chain = h;
+}
+
+// Appends the rows of one append to `rows` (events) and `tag_rows` as the VALUES lists of
+// INSERTs; see `for_each_row`.
+void append_insert_rows(std::string& rows, std::string& tag_rows, const append_request& req,
+                        std::uint64_t offset, const event_hash& chain, std::int64_t ts,
+                        outcome& out) {
+  for_each_row(
+    req, offset, chain, ts, out,
+    [&](const encoded_event& ev, std::uint64_t off, std::uint64_t seq, const event_hash& h) {
+      rows += rows.empty() ? "(" : ", (";
+      rows += std::to_string(off) + ", ";
+      append_literal(rows, req.persistence_id);
+      rows += ", " + std::to_string(seq) + ", ";
+      append_literal(rows, ev.name);
+      rows += ", " + std::to_string(ev.version) + ", ";
+      append_literal(rows, ev.payload);
+      rows += ", ";
+      append_optional(rows, join_tags(ev.tags));
+      rows += ", " + std::to_string(ts) + ", ";
+      append_optional(rows, req.metadata.command_id);
+      rows += ", ";
+      append_optional(rows, req.metadata.correlation_id);
+      rows += ", ";
+      append_bytea(rows, h.data(), h.size());
+      rows += ')';
+      for (const auto& tag : ev.tags) {
+        tag_rows += tag_rows.empty() ? "(" : ", (";
+        append_literal(tag_rows, tag);
+        tag_rows += ", " + std::to_string(off) + ")";
+      }
+    });
+}
+
+// A nullable text field of COPY's text format: `\N` for the empty string (NULL, as
+// `append_optional` writes it).
+void append_copy_optional(std::string& out, std::string_view s) {
+  if (s.empty())
+    out += "\\N";
+  else
+    append_copy_text(out, s);
+}
+
+constexpr const char* copy_events =
+  "COPY events (global_offset, persistence_id, seq, name, version, payload, tags, "
+  "timestamp_us, command_id, correlation_id, hash) FROM STDIN";
+
+constexpr const char* copy_event_tags = "COPY event_tags (tag, global_offset) FROM STDIN";
+
+// Appends the rows of one append to `rows` (events) and `tag_rows` in COPY's text format,
+// with the same values as `append_insert_rows`; see `for_each_row`.
+void append_copy_rows(std::string& rows, std::string& tag_rows, const append_request& req,
+                      std::uint64_t offset, const event_hash& chain, std::int64_t ts,
+                      outcome& out) {
+  for_each_row(
+    req, offset, chain, ts, out,
+    [&](const encoded_event& ev, std::uint64_t off, std::uint64_t seq, const event_hash& h) {
+      append_number(rows, off);
+      rows += '\t';
+      append_copy_text(rows, req.persistence_id);
+      rows += '\t';
+      append_number(rows, seq);
+      rows += '\t';
+      append_copy_text(rows, ev.name);
+      rows += '\t';
+      append_number(rows, ev.version);
+      rows += '\t';
+      append_copy_text(rows, ev.payload);
+      rows += '\t';
+      // The tags joined by U+001F (validation refuses empty tags); NULL for none.
+      if (ev.tags.empty()) {
+        rows += "\\N";
+      } else {
+        for (std::size_t k = 0; k < ev.tags.size(); ++k) {
+          if (k > 0)
+            rows += '\x1f';
+          append_copy_text(rows, ev.tags[k]);
+        }
+      }
+      rows += '\t';
+      append_number(rows, ts);
+      rows += '\t';
+      append_copy_optional(rows, req.metadata.command_id);
+      rows += '\t';
+      append_copy_optional(rows, req.metadata.correlation_id);
+      rows += '\t';
+      append_copy_bytea(rows, h.data(), h.size());
+      rows += '\n';
+      for (const auto& tag : ev.tags) {
+        append_copy_text(tag_rows, tag);
+        tag_rows += '\t';
+        append_number(tag_rows, off);
+        tag_rows += '\n';
+      }
+    });
 }
 
 // Appends the statements of one append, in a savepoint of its own and with the check of
@@ -142,7 +226,7 @@ void build_append(std::string& sql, const append_request& req, std::uint64_t off
   append_literal(sql, req.persistence_id);
   sql += ", " + std::to_string(req.expected_seq) + "); ";
   std::string rows, tag_rows;
-  append_rows(rows, tag_rows, req, offset, chain, ts, out);
+  append_insert_rows(rows, tag_rows, req, offset, chain, ts, out);
   sql += insert_events + rows + "; ";
   if (!tag_rows.empty())
     sql += "INSERT INTO event_tags (tag, global_offset) VALUES " + tag_rows + "; ";
@@ -331,7 +415,7 @@ private:
     }
   }
 
-  // The whole batch in one statement per chunk: under the advisory lock the highest seqs
+  // The whole batch in one COPY per table and chunk: under the advisory lock the highest seqs
   // read here stay true until the commit (every annals writer takes that lock), so the
   // seq checks happen here, and a conflict fails its append alone. True if the batch was
   // handled; false if a write failed anyway (a writer that ignores the lock, or an error
@@ -354,7 +438,7 @@ private:
                             "WHERE persistence_id IN ("
                             + ids + ") GROUP BY persistence_id");
     if (!found.ok()) {
-      lost_or_rolled_back(batch, out, found);
+      lost_or_rolled_back(batch, out, conn_.failure(found, "appending; nothing was committed"));
       return false;
     }
     for (int row = 0; row < found.rows(); ++row)
@@ -366,16 +450,16 @@ private:
     auto flush = [&]() -> bool {
       if (rows.empty())
         return true;
-      std::string sql = insert_events + rows;
-      if (!tag_rows.empty())
-        sql += "; INSERT INTO event_tags (tag, global_offset) VALUES " + tag_rows;
+      const std::string what = "appending; nothing was committed";
+      auto err = conn_.copy(copy_events, rows, what);
+      if (!err && !tag_rows.empty())
+        err = conn_.copy(copy_event_tags, tag_rows, what);
       rows.clear();
       tag_rows.clear();
-      auto res = conn_.exec(sql);
-      if (res.ok())
+      if (!err)
         return true;
       out = saved;
-      lost_or_rolled_back(batch, out, res);
+      lost_or_rolled_back(batch, out, err);
       return false;
     };
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -388,7 +472,7 @@ private:
         out[i].err = internal::conflict_error(req.persistence_id, req.expected_seq, top);
         continue;
       }
-      append_rows(rows, tag_rows, req, offset, h, ts, out[i]);
+      append_copy_rows(rows, tag_rows, req, offset, h, ts, out[i]);
       offset = out[i].res.last_offset + 1;
       h = out[i].chain;
       top = out[i].res.last_seq;
@@ -404,21 +488,21 @@ private:
     return true;
   }
 
-  // After a failed statement of the fast path: rolls back to the batch's savepoint, or
-  // fails every append if the connection is gone (or the rollback fails).
+  // After a failed statement of the fast path (`err`): rolls back to the batch's
+  // savepoint, or fails every append with `err` if the connection is gone (or with the
+  // rollback's error if that fails).
   void lost_or_rolled_back(std::vector<append_item>& batch, std::vector<outcome>& out,
-                           const result& res) {
+                           const caf::error& err) {
     if (conn_.alive()) {
       auto undo = conn_.exec("ROLLBACK TO SAVEPOINT annals_batch; RELEASE annals_batch");
       if (undo.ok())
         return;
-      auto err = conn_.failure(undo, "rolling back a batch; nothing was committed");
+      auto undo_err = conn_.failure(undo, "rolling back a batch; nothing was committed");
       abort_transaction();
-      fail_open(batch, out, err, true);
+      fail_open(batch, out, undo_err, true);
       conn_.reset();
       return;
     }
-    auto err = conn_.failure(res, "appending; nothing was committed");
     fail_open(batch, out, err, true);
     conn_.reset();
   }

@@ -17,10 +17,10 @@
 /// - **One writer thread** with its own connection takes every append waiting when it
 ///   becomes free and writes them in one transaction (group commit). Each append is atomic
 ///   on its own: the writer checks the expected seqs against the highest ones it reads under
-///   its lock (below), so a conflict fails that append alone, and writes the others with
-///   one INSERT; should that INSERT fail anyway (a writer that ignores the lock, an error
-///   of the server), it writes them again one savepoint per append, so that the failure
-///   rolls back only the append that caused it.
+///   its lock (below), so a conflict fails that append alone, and loads the others with
+///   `COPY ... FROM STDIN`; should that fail anyway (a writer that ignores the lock, an
+///   error of the server), it writes them again with INSERTs, one savepoint per append, so
+///   that the failure rolls back only the append that caused it.
 /// - **Gapless offsets, visible in order.** The writer takes a transaction-level advisory
 ///   lock before it reads the highest offset, numbers the batch's events from there and
 ///   holds the lock until its commit is visible. Writers of other journals (in any process)
