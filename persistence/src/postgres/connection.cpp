@@ -5,6 +5,8 @@
 #include <cstring>
 #include <limits>
 
+#include "annals/persistence/redact.hpp"
+
 namespace annals::persistence::postgres {
 
 std::uint64_t result::u64(int row, int col) const {
@@ -51,7 +53,8 @@ caf::expected<connection> connection::open(const std::string& conninfo,
   if (c.conn_ == nullptr)
     return make_error(journal_errc::unavailable, "cannot allocate a PostgreSQL connection");
   if (PQstatus(c.conn_) != CONNECTION_OK)
-    return make_error(journal_errc::unavailable, "cannot connect to PostgreSQL (" + conninfo
+    return make_error(journal_errc::unavailable, "cannot connect to PostgreSQL ("
+                                                   + redact_secrets(conninfo)
                                                    + "): " + trimmed(PQerrorMessage(c.conn_)));
   const char* host = PQhost(c.conn_);
   c.where_ =

@@ -1,5 +1,6 @@
-// The group commit: every waiting append in one transaction, each in a savepoint of its
-// own, with offsets the writer assigns under a transaction-level advisory lock.
+// The group commit: every waiting append in one transaction (one COPY for the batch; a
+// savepoint per append only when that fails), with offsets the writer assigns under a
+// transaction-level advisory lock.
 //
 // Why the lock: a sequence hands out offsets at INSERT, but transactions commit in another
 // order, so a reader could see offset N + 1 before N commits and never come back for N.
