@@ -62,4 +62,17 @@ std::string redact_secrets(std::string_view address) {
   return mask_password_values(std::move(s));
 }
 
+std::string one_line(std::string_view text) {
+  std::string s;
+  for (char c : text) {
+    bool space = c == '\n' || c == '\r' || c == '\t' || c == ' ';
+    if (space && (s.empty() || s.back() == ' '))
+      continue;
+    s += space ? ' ' : c;
+  }
+  while (!s.empty() && s.back() == ' ')
+    s.pop_back();
+  return s;
+}
+
 } // namespace annals::persistence

@@ -25,3 +25,13 @@ TEST_CASE("redact_secrets drops a URI's password and masks password parameters",
   CHECK(redact_secrets("sqlite:/var/lib/bank.db") == "sqlite:/var/lib/bank.db");
   CHECK(redact_secrets("") == "");
 }
+
+TEST_CASE("one_line puts a multi-line server message on one line", "[persistence][redact]") {
+  using annals::persistence::one_line;
+  CHECK(one_line("FATAL:  database \"x\" does not exist\n")
+        == "FATAL: database \"x\" does not exist");
+  CHECK(one_line("server closed the connection unexpectedly\n\tThis probably means\r\n")
+        == "server closed the connection unexpectedly This probably means");
+  CHECK(one_line("  \n") == "");
+  CHECK(one_line("") == "");
+}

@@ -73,13 +73,6 @@ bool lost(PGconn* db) {
   return db == nullptr || PQstatus(db) != CONNECTION_OK;
 }
 
-// The message of a libpq failure without its trailing newline.
-std::string trimmed(std::string msg) {
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' '))
-    msg.pop_back();
-  return msg;
-}
-
 class postgres_sink final : public internal::sink {
 public:
   postgres_sink(postgres_projection_options opts, std::shared_ptr<postgres_projection_handler> h)
@@ -205,7 +198,7 @@ private:
           } catch (...) {
             out.err = internal::handler_error(opts_.name, rec, internal::current_exception_text());
             if (lost(db_))
-              throw std::runtime_error{trimmed(PQerrorMessage(db_))};
+              throw std::runtime_error{persistence::one_line(PQerrorMessage(db_))};
             run(db_, "ROLLBACK TO SAVEPOINT annals_event");
             run(db_, "RELEASE SAVEPOINT annals_event");
             break;
@@ -294,7 +287,7 @@ private:
   caf::error fail(std::string_view what, std::string_view detail) const {
     return make_error(projection_errc::read_model_failed,
                       "projection '" + opts_.name + "': " + std::string{what} + " on " + where()
-                        + ": " + trimmed(std::string{detail}));
+                        + ": " + persistence::one_line(detail));
   }
 
   postgres_projection_options opts_;

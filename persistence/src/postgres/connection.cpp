@@ -23,24 +23,6 @@ std::string result::sqlstate() const {
   return code == nullptr ? std::string{} : std::string{code};
 }
 
-namespace {
-
-// libpq's messages span lines ("...\n\tThis probably means..."); error contexts are one.
-std::string trimmed(const char* msg) {
-  std::string s;
-  for (const char* p = msg == nullptr ? "" : msg; *p != '\0'; ++p) {
-    bool space = *p == '\n' || *p == '\t' || *p == ' ';
-    if (space && (s.empty() || s.back() == ' '))
-      continue;
-    s += space ? ' ' : *p;
-  }
-  while (!s.empty() && s.back() == ' ')
-    s.pop_back();
-  return s;
-}
-
-} // namespace
-
 caf::expected<connection> connection::open(const std::string& conninfo,
                                            std::chrono::milliseconds timeout) {
   auto secs = std::max<long long>(1, (timeout.count() + 999) / 1000);
@@ -55,7 +37,7 @@ caf::expected<connection> connection::open(const std::string& conninfo,
   if (PQstatus(c.conn_) != CONNECTION_OK)
     return make_error(journal_errc::unavailable, "cannot connect to PostgreSQL ("
                                                    + redact_secrets(conninfo)
-                                                   + "): " + trimmed(PQerrorMessage(c.conn_)));
+                                                   + "): " + one_line(PQerrorMessage(c.conn_)));
   const char* host = PQhost(c.conn_);
   c.where_ =
     std::string{host == nullptr ? "?" : host} + ":" + PQport(c.conn_) + "/" + PQdb(c.conn_);
@@ -77,9 +59,9 @@ result connection::exec(const char* sql, const std::vector<std::string>& params)
 
 caf::error connection::failure(const result& res, const std::string& what) const {
   auto state = res.sqlstate();
-  std::string msg = res ? trimmed(PQresultErrorMessage(res.get())) : "";
+  std::string msg = res ? one_line(PQresultErrorMessage(res.get())) : "";
   if (msg.empty())
-    msg = trimmed(PQerrorMessage(conn_));
+    msg = one_line(PQerrorMessage(conn_));
   auto context = where_ + ": " + what + ": " + msg;
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK || state.rfind("08", 0) == 0
       || state.rfind("57P", 0) == 0)
@@ -116,14 +98,14 @@ caf::error connection::copy(const std::string& sql, std::string_view data,
   for (std::size_t pos = 0; pos < data.size(); pos += piece) {
     auto n = std::min(piece, data.size() - pos);
     if (PQputCopyData(conn_, data.data() + pos, static_cast<int>(n)) != 1) {
-      send_error = trimmed(PQerrorMessage(conn_));
+      send_error = one_line(PQerrorMessage(conn_));
       break;
     }
   }
   // After a failed send, ending the COPY with a message makes the server fail it.
   if (PQputCopyEnd(conn_, send_error.empty() ? nullptr : "annals: sending the rows failed") != 1
       && send_error.empty())
-    send_error = trimmed(PQerrorMessage(conn_));
+    send_error = one_line(PQerrorMessage(conn_));
   result failed;
   bool stuck = false;
   while (PGresult* r = PQgetResult(conn_)) {
@@ -144,7 +126,7 @@ caf::error connection::copy(const std::string& sql, std::string_view data,
   if (stuck)
     return make_error(journal_errc::storage_error,
                       where_ + ": " + what
-                        + ": the COPY could not be ended: " + trimmed(PQerrorMessage(conn_)));
+                        + ": the COPY could not be ended: " + one_line(PQerrorMessage(conn_)));
   return {};
 }
 

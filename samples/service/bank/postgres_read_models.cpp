@@ -43,10 +43,9 @@ result_ptr run(PGconn* db, const char* what, const char* sql,
                             nullptr, nullptr, 0)};
   auto st = PQresultStatus(r.get());
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    std::string msg = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(db);
-    while (!msg.empty() && msg.back() == '\n')
-      msg.pop_back();
-    throw std::runtime_error{std::string{what} + ": " + msg};
+    throw std::runtime_error{
+      std::string{what} + ": "
+      + annals::persistence::one_line(r ? PQresultErrorMessage(r.get()) : PQerrorMessage(db))};
   }
   return r;
 }
@@ -217,9 +216,8 @@ private:
   }
 
   caf::error unavailable(const std::string& what) const {
-    std::string msg = db_ != nullptr ? PQerrorMessage(db_) : "out of memory";
-    while (!msg.empty() && msg.back() == '\n')
-      msg.pop_back();
+    auto msg =
+      annals::persistence::one_line(db_ != nullptr ? PQerrorMessage(db_) : "out of memory");
     return annals::make_error(annals::errc::unavailable,
                               what + " the read models' PostgreSQL database "
                                 + annals::persistence::redact_secrets(conninfo_) + ": " + msg);

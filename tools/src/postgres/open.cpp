@@ -7,6 +7,7 @@
 #include <libpq-fe.h>
 
 #include "annals/persistence/postgres_journal.hpp"
+#include "annals/persistence/redact.hpp"
 
 #include "../remote_journal.hpp"
 
@@ -15,20 +16,6 @@ namespace annals::tools::detail {
 namespace {
 
 using persistence::postgres_journal;
-
-// libpq's messages span lines ("FATAL: ...\n"); the tool's errors are one line.
-std::string one_line(const char* msg) {
-  std::string s;
-  for (const char* p = msg == nullptr ? "" : msg; *p != '\0'; ++p) {
-    bool space = *p == '\n' || *p == '\t' || *p == ' ';
-    if (space && (s.empty() || s.back() == ' '))
-      continue;
-    s += space ? ' ' : *p;
-  }
-  while (!s.empty() && s.back() == ' ')
-    s.pop_back();
-  return s;
-}
 
 /// Where a URI points, for messages: the host, port and database it names (libpq's defaults
 /// where it names none). Never the password.
@@ -51,7 +38,7 @@ target target_of(const std::string& uri) {
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(uri.c_str(), &err);
   if (opts == nullptr) {
-    std::string why = err != nullptr ? one_line(err) : "out of memory";
+    std::string why = err != nullptr ? persistence::one_line(err) : "out of memory";
     PQfreemem(err);
     usage_error("not a PostgreSQL URI (postgresql://USER@HOST:PORT/DB): " + why);
   }
@@ -135,7 +122,7 @@ public:
                              2, nullptr, params, nullptr, nullptr, 0)};
     if (!r.ok())
       fail("reading the stored hashes of offsets " + from_text + " to " + to_text + " in "
-           + where_.text() + ": " + one_line(PQerrorMessage(conn_->conn)));
+           + where_.text() + ": " + persistence::one_line(PQerrorMessage(conn_->conn)));
     std::map<std::uint64_t, persistence::event_hash> hashes;
     for (int row = 0; row < PQntuples(r.res); ++row) {
       if (PQgetisnull(r.res, row, 1))
@@ -167,7 +154,7 @@ std::unique_ptr<remote_journal> open_postgres(const std::string& uri, bool creat
     fail("cannot allocate a PostgreSQL connection");
   if (PQstatus(conn->conn) != CONNECTION_OK)
     fail("cannot connect to PostgreSQL " + where.text() + ": "
-         + one_line(PQerrorMessage(conn->conn)));
+         + persistence::one_line(PQerrorMessage(conn->conn)));
   // What the server says it is, rather than libpq's defaults.
   if (const char* host = PQhost(conn->conn); host != nullptr && *host != '\0')
     where.host = host;
@@ -178,7 +165,7 @@ std::unique_ptr<remote_journal> open_postgres(const std::string& uri, bool creat
                                      "to_regclass('events') IS NOT NULL")};
   if (!probe.ok())
     fail("looking for the annals schema in PostgreSQL " + where.text() + ": "
-         + one_line(PQerrorMessage(conn->conn)));
+         + persistence::one_line(PQerrorMessage(conn->conn)));
   bool has_marker = std::string_view{PQgetvalue(probe.res, 0, 0)} == "t";
   bool has_events = std::string_view{PQgetvalue(probe.res, 0, 1)} == "t";
   if (!has_marker && has_events)

@@ -1,7 +1,8 @@
 #pragma once
 
 /// @file
-/// Journal addresses as they may be shown: in errors, logs, `/health` and tool output.
+/// Text as it may be shown in errors, logs, `/health` and tool output: journal addresses
+/// without their secrets, and a server's multi-line message on one line.
 ///
 /// ```cpp
 /// redact_secrets("postgresql://bank:s3cret@db:5432/bank");   // "postgresql://bank@db:5432/bank"
@@ -19,5 +20,9 @@ namespace annals::persistence {
 /// user information is dropped, and the value of every `password` keyword or query
 /// parameter becomes `***`. Everything else is kept as it is.
 std::string redact_secrets(std::string_view address);
+
+/// `text` on one line: every run of spaces, tabs and line breaks becomes one space, and
+/// none leads or trails (libpq's messages span lines: "FATAL: ...\n\tHINT: ...").
+std::string one_line(std::string_view text);
 
 } // namespace annals::persistence
