@@ -12,6 +12,7 @@
 #include <string_view>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include <libpq-fe.h>
 
@@ -100,8 +101,7 @@ public:
       }
       run(db_, "COMMIT");
       auto stored = read_offset(db_, opts_.name);
-      left_ = stored.value_or(0);
-      return left_;
+      return stored.value_or(0);
     } catch (const std::exception& e) {
       rollback();
       return fail("cannot prepare the read model", e.what());
@@ -124,7 +124,6 @@ public:
             err = std::move(stored.error());
           } else if (*stored == pending_) { // that COMMIT took effect
             internal::batch_outcome out{*pending_, pending_applied_, {}};
-            left_ = *pending_;
             pending_.reset();
             return out;
           } else {
@@ -164,7 +163,6 @@ public:
           " ON CONFLICT (name) DO UPDATE SET \"offset\" = 0",
           {opts_.name});
       run(db_, "COMMIT");
-      left_ = 0;
       return {};
     } catch (const std::exception& e) {
       rollback();
@@ -232,7 +230,6 @@ private:
       pending_applied_ = out.applied;
       run(db_, "COMMIT");
       pending_.reset();
-      left_ = out.last_good;
       return out;
     } catch (const std::exception& e) {
       bool commit_sent = pending_.has_value();
@@ -294,7 +291,6 @@ private:
   std::shared_ptr<postgres_projection_handler> handler_;
   PGconn* db_ = nullptr;
   std::string server_;
-  std::uint64_t left_ = 0;               ///< the offset this sink last stored
   std::optional<std::uint64_t> pending_; ///< set while a COMMIT is on the wire
   std::size_t pending_applied_ = 0;
 };
