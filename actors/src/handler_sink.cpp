@@ -54,6 +54,10 @@ public:
     return out;
   }
 
+  delivery guarantee() const noexcept override {
+    return delivery::at_least_once;
+  }
+
   caf::error reset() override {
     try {
       handler_->reset();

@@ -28,8 +28,6 @@ bool create_offsets_table(sqlite3* db, bool fsync, std::chrono::milliseconds bus
   return true;
 }
 
-namespace internal {
-
 caf::error offset_moved_error(const std::string& name, const std::string& where,
                               std::uint64_t expected, std::optional<std::uint64_t> stored) {
   return make_error(projection_errc::offset_moved,
@@ -41,7 +39,5 @@ caf::error offset_moved_error(const std::string& name, const std::string& where,
                         "one stops at offset "
                       + std::to_string(expected));
 }
-
-} // namespace internal
 
 } // namespace annals::actors

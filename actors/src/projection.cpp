@@ -156,6 +156,14 @@ projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr jou
                                    {name, std::move(journal), std::move(out), page, queued});
 }
 
+projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,
+                            std::shared_ptr<projection_sink> sink, sink_options opts) {
+  return internal::make_projection(sys, opts.name,
+                                   {opts.name, std::move(journal), std::move(sink),
+                                    std::max<std::size_t>(opts.page_size, 1),
+                                    opts.max_queued_batches});
+}
+
 namespace internal {
 
 projection make_projection(caf::actor_system& sys, std::string name, projection_setup setup) {

@@ -1,10 +1,16 @@
-#include "internal/sink.hpp"
+#include "annals/actors/projection_sink.hpp"
 
 #include <exception>
 
 #include "annals/actors/projection.hpp"
 
-namespace annals::actors::internal {
+namespace annals::actors {
+
+projection_sink::~projection_sink() = default;
+
+std::string to_string(delivery d) {
+  return d == delivery::exactly_once ? "exactly_once" : "at_least_once";
+}
 
 std::string current_exception_text() {
   try {
@@ -24,4 +30,4 @@ caf::error handler_error(const std::string& name, const persistence::event_recor
                       + rec.name + "): " + what);
 }
 
-} // namespace annals::actors::internal
+} // namespace annals::actors

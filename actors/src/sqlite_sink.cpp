@@ -163,6 +163,10 @@ public:
     return out;
   }
 
+  delivery guarantee() const noexcept override {
+    return delivery::exactly_once;
+  }
+
   caf::error reset() override {
     if (!begin_.run())
       return fail("cannot begin the reset transaction");

@@ -317,7 +317,16 @@ void run_appender(journal& j, const std::string& id, std::atomic<bool>& stop, ap
 /// Every acknowledged append is stored once at its seq; nothing else is stored but appends
 /// whose outcome was `unavailable`; the seqs are 1..n without holes.
 void check_log(journal& j, const std::string& id, const appender_log& log) {
+  // A server that just restarted may still be catching up: a read it answers `unavailable`
+  // is retried (as an aggregate does), within the bound.
   auto records = read_stream(j, id);
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  while (!records && is(records.error(), journal_errc::unavailable)
+         && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+    records = read_stream(j, id);
+  }
+  INFO("reading " << id << ": " << (records ? std::string{"ok"} : render(records.error())));
   REQUIRE(records);
   std::set<std::string> stored_payloads;
   for (std::size_t i = 0; i < records->size(); ++i) {
@@ -422,6 +431,10 @@ TEST_CASE("an R3 journal loses and doubles no acknowledged append when a followe
     check_log(*j, "acc-" + std::to_string(i), logs[static_cast<std::size_t>(i)]);
   // A stale expected seq is still a conflict under the new leader.
   auto stale = append(*j, "acc-0", 0, {ev("stale")});
+  for (auto until = std::chrono::steady_clock::now() + bound;
+       !stale && is(stale.error(), journal_errc::unavailable)
+       && std::chrono::steady_clock::now() < until;)
+    stale = append(*j, "acc-0", 0, {ev("stale")});
   REQUIRE_FALSE(stale);
   CHECK(is(stale.error(), journal_errc::conflict));
   std::size_t unavailable = 0;

@@ -12,6 +12,8 @@
 
 #include <caf/error.hpp>
 
+#include "annals/actors/projection_sink.hpp"
+
 namespace annals::actors::internal {
 
 /// Reads the offset of projection `?1`.
@@ -31,10 +33,6 @@ inline constexpr const char* advance_offset_sql =
 inline constexpr const char* insert_offset_sql =
   "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING";
 
-/// `projection_errc::offset_moved`: projection `name` found its stored offset in `where` at
-/// `stored` (none: no row) while it had processed up to `expected`, so another instance
-/// writes the same model, and this one stops at `expected`.
-caf::error offset_moved_error(const std::string& name, const std::string& where,
-                              std::uint64_t expected, std::optional<std::uint64_t> stored);
+using actors::offset_moved_error;
 
 } // namespace annals::actors::internal

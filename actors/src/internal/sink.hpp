@@ -11,30 +11,16 @@
 #include <caf/expected.hpp>
 
 #include "annals/actors/projection.hpp"
+#include "annals/actors/projection_sink.hpp"
 #include "annals/persistence/journal.hpp"
 
 namespace annals::actors::internal {
 
-/// What applying one batch achieved.
-struct batch_outcome {
-  std::uint64_t last_good = 0; ///< offset to continue after (stored, unless `err` says not)
-  std::size_t applied = 0;     ///< records handed to the handler without throwing
-  caf::error err;
-};
-
-/// Loads and stores a projection's offset and applies its batches. Every call runs on the
-/// projection's own thread.
-class sink {
-public:
-  virtual ~sink() = default;
-  /// Prepares the model and returns the stored offset.
-  virtual caf::expected<std::uint64_t> open() = 0;
-  /// Applies `batch` (contiguous offsets, the first one right after `prev`).
-  virtual batch_outcome apply(std::span<const persistence::event_record> batch,
-                              std::uint64_t prev) = 0;
-  /// Clears the model and stores offset 0.
-  virtual caf::error reset() = 0;
-};
+/// The sink interface is public (annals/actors/projection_sink.hpp); the runtime's own
+/// sinks implement it like any other.
+using sink = projection_sink;
+using actors::current_exception_text;
+using actors::handler_error;
 
 /// At least once: hands each event that `filter` matches to `handler`, then advances the
 /// stored offset to the batch's last one in `offsets` by compare-and-set (a crash in between
@@ -50,12 +36,5 @@ std::shared_ptr<sink> make_handler_sink(std::string name, event_filter filter,
 /// compare-and-set.
 std::shared_ptr<sink> make_sqlite_sink(sqlite_projection_options opts,
                                        std::shared_ptr<sqlite_projection_handler> handler);
-
-/// The message of the exception in flight; call only inside a `catch` block.
-std::string current_exception_text();
-
-/// `projection_errc::handler_failed`, naming the projection, the event and `what`.
-caf::error handler_error(const std::string& name, const persistence::event_record& rec,
-                         const std::string& what);
 
 } // namespace annals::actors::internal

@@ -143,6 +143,10 @@ public:
     }
   }
 
+  delivery guarantee() const noexcept override {
+    return delivery::exactly_once;
+  }
+
   caf::error reset() override {
     if (lost(db_))
       if (auto err = connect())
