@@ -16,10 +16,8 @@
 
 #include <libpq-fe.h>
 
+#include "annals/actors/projection_sink.hpp"
 #include "annals/persistence/redact.hpp"
-#include "internal/offsets_table.hpp"
-#include "internal/projection_actor.hpp"
-#include "internal/sink.hpp"
 
 namespace annals::actors {
 
@@ -74,7 +72,7 @@ bool lost(PGconn* db) {
   return db == nullptr || PQstatus(db) != CONNECTION_OK;
 }
 
-class postgres_sink final : public internal::sink {
+class postgres_sink final : public projection_sink {
 public:
   postgres_sink(postgres_projection_options opts, std::shared_ptr<postgres_projection_handler> h)
     : opts_(std::move(opts)), handler_(std::move(h)) {}
@@ -97,7 +95,7 @@ public:
         rollback();
         return make_error(projection_errc::read_model_failed,
                           "projection '" + opts_.name + "': create_schema threw on " + where()
-                            + ": " + internal::current_exception_text());
+                            + ": " + current_exception_text());
       }
       run(db_, "COMMIT");
       auto stored = read_offset(db_, opts_.name);
@@ -108,8 +106,8 @@ public:
     }
   }
 
-  internal::batch_outcome apply(std::span<const persistence::event_record> batch,
-                                std::uint64_t prev) override {
+  batch_outcome apply(std::span<const persistence::event_record> batch,
+                      std::uint64_t prev) override {
     // A batch that lost the server is tried again on a new connection, a few times with a
     // growing pause; a COMMIT whose answer was lost is settled by the offset stored.
     pending_.reset();
@@ -123,7 +121,7 @@ public:
           if (!stored) {
             err = std::move(stored.error());
           } else if (*stored == pending_) { // that COMMIT took effect
-            internal::batch_outcome out{*pending_, pending_applied_, {}};
+            batch_outcome out{*pending_, pending_applied_, {}};
             pending_.reset();
             return out;
           } else {
@@ -160,7 +158,7 @@ public:
         rollback();
         return make_error(projection_errc::handler_failed,
                           "projection '" + opts_.name
-                            + "': reset threw: " + internal::current_exception_text());
+                            + "': reset threw: " + current_exception_text());
       }
       run(db_,
           "INSERT INTO projection_offsets (name, \"offset\") VALUES ($1, 0)"
@@ -178,9 +176,8 @@ private:
   static constexpr int max_attempts = 5;
 
   // One try of a batch; on a lost connection `err` is set and `lost(db_)` holds.
-  internal::batch_outcome run_batch(std::span<const persistence::event_record> batch,
-                                    std::uint64_t prev) {
-    internal::batch_outcome out{prev, 0, {}};
+  batch_outcome run_batch(std::span<const persistence::event_record> batch, std::uint64_t prev) {
+    batch_outcome out{prev, 0, {}};
     try {
       run(db_, "BEGIN");
       // Under the projection's lock, before any event: an instance that finds the offset
@@ -189,7 +186,7 @@ private:
       auto stored = read_offset(db_, opts_.name);
       if (stored.value_or(0) != prev) {
         rollback();
-        out.err = internal::offset_moved_error(opts_.name, where(), prev, stored);
+        out.err = offset_moved_error(opts_.name, where(), prev, stored);
         return out;
       }
       for (const auto& rec : batch) {
@@ -198,7 +195,7 @@ private:
           try {
             handler_->apply(db_, rec);
           } catch (...) {
-            out.err = internal::handler_error(opts_.name, rec, internal::current_exception_text());
+            out.err = handler_error(opts_.name, rec, current_exception_text());
             if (lost(db_))
               throw std::runtime_error{persistence::one_line(PQerrorMessage(db_))};
             run(db_, "ROLLBACK TO SAVEPOINT annals_event");
@@ -224,7 +221,7 @@ private:
         if (std::string_view{PQcmdTuples(moved.get())} != "1") {
           auto now = read_offset(db_, opts_.name);
           rollback();
-          out.err = internal::offset_moved_error(opts_.name, where(), prev, now);
+          out.err = offset_moved_error(opts_.name, where(), prev, now);
           out.last_good = prev;
           out.applied = 0;
           return out;
@@ -307,12 +304,10 @@ void postgres_projection_handler::create_schema(pg_conn*) {}
 projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,
                             std::shared_ptr<postgres_projection_handler> handler,
                             postgres_projection_options opts) {
-  auto name = opts.name;
-  auto page = std::max<std::size_t>(opts.page_size, 1);
-  auto queued = opts.max_queued_batches;
-  auto out = std::make_shared<postgres_sink>(std::move(opts), std::move(handler));
-  return internal::make_projection(sys, name,
-                                   {name, std::move(journal), std::move(out), page, queued});
+  sink_options so{opts.name, opts.page_size, opts.max_queued_batches};
+  return spawn_projection(sys, std::move(journal),
+                          std::make_shared<postgres_sink>(std::move(opts), std::move(handler)),
+                          std::move(so));
 }
 
 void create_postgres_offsets_table(pg_conn* db) {
