@@ -12,9 +12,8 @@ namespace annals::actors {
 
 bool create_offsets_table(sqlite3* db, bool fsync, std::chrono::milliseconds busy_timeout) {
   auto setup = std::string{"PRAGMA journal_mode=WAL; PRAGMA synchronous="}
-               + (fsync ? "FULL" : "NORMAL")
-               + "; CREATE TABLE IF NOT EXISTS projection_offsets("
-                 "name TEXT PRIMARY KEY, \"offset\" INTEGER NOT NULL)";
+               + (fsync ? "FULL" : "NORMAL") + "; "
+               + persistence::sqlite_format::projection_offsets_ddl;
   // Switching a new file to WAL needs an exclusive lock, and SQLite reports BUSY for it
   // without calling the busy handler: two connections opening one new file at once meet
   // here, so this retries until the busy timeout has passed.

@@ -20,9 +20,6 @@ using persistence::event_record;
 projection_handler::~projection_handler() = default;
 void projection_handler::reset() {}
 
-sqlite_projection_handler::~sqlite_projection_handler() = default;
-void sqlite_projection_handler::create_schema(sqlite3*) {}
-
 bool event_filter::matches(const event_record& rec) const {
   if (!prefix_.empty() && !rec.persistence_id.starts_with(prefix_))
     return false;

@@ -25,7 +25,11 @@ void cli::register_replay(std::string type_name, replay_function replay) {
 
 void cli::register_projection(std::string name, projection_factory make,
                               actors::event_filter filter) {
-  projections_.push_back({std::move(name), std::move(make), std::move(filter)});
+  projections_.push_back({std::move(name), std::move(make), std::move(filter), {}});
+}
+
+void cli::register_sink(std::string name, sink_factory make) {
+  projections_.push_back({std::move(name), {}, actors::event_filter::all(), std::move(make)});
 }
 
 namespace {
@@ -43,7 +47,7 @@ std::string general_usage(const std::string& p) {
            "commit\n"
            "  state DB     an aggregate's state rebuilt by replay, now or at a version or time\n"
            "  verify DB    recompute the hash chain over every event\n"
-           "  rebuild DB   rebuild a SQL projection from offset 0 and swap it in\n"
+           "  rebuild DB   rebuild a projection from offset 0 (SQL: in a shadow, swapped in)\n"
            "  export DB    the whole log as JSON lines on stdout\n"
            "  import DB    JSON lines from stdin into an empty (or new) journal\n"
            "  backup DB DEST  a consistent copy of the journal into a new file, also while a\n"
@@ -119,7 +123,11 @@ std::string usage_of(std::string_view sub, const std::string& p) {
              "\n"
              "Run it with the service stopped, or for a projection the service does not run:\n"
              "a running projection would go on writing the same tables. The swap is refused\n"
-             "if the projection's stored offset moved during the rebuild.\n";
+             "if the projection's stored offset moved during the rebuild.\n"
+             "\n"
+             "A projection into another home (a search index, files, a key-value store) is\n"
+             "rebuilt in place: its model is reset to offset 0 and the whole journal replayed\n"
+             "into it, with the same progress; its readers see it fill up again.\n";
   if (sub == "export")
     return u
            + " DB\n"

@@ -11,6 +11,7 @@
 
 #include "annals/actors/offset_store.hpp"
 #include "annals/actors/projection.hpp"
+#include "annals/actors/projection_sink.hpp"
 #include "annals/actors/system.hpp"
 #include "annals/error.hpp"
 #include "annals/persistence/sqlite_format.hpp"
@@ -186,6 +187,56 @@ std::vector<swapped_table> swap_in(const std::string& path, const std::string& s
   return tables;
 }
 
+// Waits until `running` has processed `head`, drawing its progress; fails if it fails.
+void follow_to_head(actors::projection& running, std::uint64_t head, progress& bar) {
+  const auto& name = running.name();
+  for (;;) {
+    auto st = running.await_offset(head, std::chrono::milliseconds{200});
+    if (st)
+      break;
+    if (!is(st.error(), actors::projection_errc::timeout))
+      fail("projection " + name + " failed while rebuilding: " + render(st.error()));
+    auto now = running.status();
+    if (!now)
+      fail("projection " + name + " does not answer: " + render(now.error()));
+    if (now->state == actors::projection_state::failed)
+      fail("projection " + name + " failed while rebuilding: " + now->error);
+    bar.update(now->offset, false);
+  }
+  bar.update(head, true);
+  running.stop();
+}
+
+// Rebuilds the sink of `proj` in place: reset (offset 0), then the whole journal.
+void rebuild_sink(const cli::projection_entry& proj, const journal_file& journal, std::ostream& out,
+                  std::ostream& err) {
+  auto head = journal.head();
+  auto made = proj.make_sink(journal.path);
+  if (!made)
+    fail("projection " + proj.name + ": " + render(made.error()));
+  if (!*made)
+    fail("the factory of projection " + proj.name + " returned no sink");
+  auto sink = std::move(*made);
+  // The model is opened first, so that a model another process writes is refused before
+  // anything is reset.
+  if (auto opened = sink->open(); !opened)
+    fail("projection " + proj.name + ": " + render(opened.error()));
+  if (auto reset = sink->reset())
+    fail("projection " + proj.name + ": resetting its model: " + render(reset));
+  auto guarantee = sink->guarantee();
+  progress bar{err, proj.name, head};
+  {
+    caf::actor_system_config cfg;
+    actors::configure(cfg);
+    caf::actor_system sys{cfg};
+    auto running = actors::spawn_projection(sys, journal.journal, std::move(sink),
+                                            actors::sink_options{.name = proj.name});
+    follow_to_head(running, head, bar);
+  }
+  out << "rebuilt projection " << proj.name << " at offset " << head << " in place ("
+      << actors::to_string(guarantee) << ")\n";
+}
+
 // Rebuilds `proj` from offset 0 into a shadow file next to the journal and swaps its
 // tables into the journal's file; progress goes to `err`, the summary to `out`.
 void rebuild_projection(const cli::projection_entry& proj, const journal_file& journal,
@@ -206,21 +257,7 @@ void rebuild_projection(const cli::projection_entry& proj, const journal_file& j
     auto running =
       actors::spawn_projection(sys, journal.journal, std::move(handler),
                                {.name = proj.name, .path = shadow, .filter = proj.filter});
-    for (;;) {
-      auto st = running.await_offset(head, std::chrono::milliseconds{200});
-      if (st)
-        break;
-      if (!is(st.error(), actors::projection_errc::timeout))
-        fail("projection " + proj.name + " failed while rebuilding: " + render(st.error()));
-      auto now = running.status();
-      if (!now)
-        fail("projection " + proj.name + " does not answer: " + render(now.error()));
-      if (now->state == actors::projection_state::failed)
-        fail("projection " + proj.name + " failed while rebuilding: " + now->error);
-      bar.update(now->offset, false);
-    }
-    bar.update(head, true);
-    running.stop();
+    follow_to_head(running, head, bar);
   } catch (...) {
     remove_database_files(shadow);
     throw;
@@ -265,7 +302,10 @@ int rebuild(const args_list& in, const std::vector<cli::projection_entry>& known
       names.push_back(p.name);
     fail("unknown projection '" + *name + "' (registered: " + joined(names) + ")");
   }
-  rebuild_projection(*entry, journal, out, err);
+  if (entry->make_sink)
+    rebuild_sink(*entry, journal, out, err);
+  else
+    rebuild_projection(*entry, journal, out, err);
   return 0;
 }
 

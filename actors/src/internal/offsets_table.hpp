@@ -13,25 +13,15 @@
 #include <caf/error.hpp>
 
 #include "annals/actors/projection_sink.hpp"
+#include "annals/persistence/sqlite_format.hpp"
 
 namespace annals::actors::internal {
 
-/// Reads the offset of projection `?1`.
-inline constexpr const char* select_offset_sql =
-  "SELECT \"offset\" FROM projection_offsets WHERE name = ?1";
-
-/// Stores offset `?2` of projection `?1` whatever the row held: for a reset only.
-inline constexpr const char* upsert_offset_sql =
-  "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) "
-  "ON CONFLICT(name) DO UPDATE SET \"offset\" = excluded.\"offset\"";
-
-/// Moves projection `?1` from offset `?3` to `?2`; changes no row if it is not at `?3`.
-inline constexpr const char* advance_offset_sql =
-  "UPDATE projection_offsets SET \"offset\" = ?2 WHERE name = ?1 AND \"offset\" = ?3";
-
-/// Stores the first offset `?2` of projection `?1`; changes no row if it has one.
-inline constexpr const char* insert_offset_sql =
-  "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING";
+// The statements on the table (one definition, in the file format's header).
+using persistence::sqlite_format::advance_offset_sql;
+using persistence::sqlite_format::insert_offset_sql;
+using persistence::sqlite_format::select_offset_sql;
+using persistence::sqlite_format::upsert_offset_sql;
 
 using actors::offset_moved_error;
 

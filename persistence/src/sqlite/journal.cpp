@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "internal/validate.hpp"
+#include "sqlite/inline.hpp"
 #include "sqlite/reader.hpp"
 #include "sqlite/schema.hpp"
 #include "sqlite/writer.hpp"
@@ -71,6 +72,8 @@ caf::expected<std::unique_ptr<writer_state>> open_writer(const sqlite_options& o
     return err;
   if (auto err = prepare_writer(*w))
     return err;
+  if (auto err = open_inline_projections(*w, opts.inline_projections))
+    return err;
   return w;
 }
 
@@ -123,6 +126,9 @@ caf::expected<std::shared_ptr<sqlite_journal>> sqlite_journal::open(sqlite_optio
   auto exists = std::filesystem::exists(path, ec);
   if ((opts.must_exist || opts.read_only) && !exists)
     return make_error(journal_errc::storage_error, path + " does not exist");
+  if (opts.read_only && !opts.inline_projections.empty())
+    return make_error(journal_errc::invalid_request,
+                      path + ": a read-only journal cannot keep inline projections");
   if (opts.read_only) {
     // Checked before SQLite sees the file, which would create -wal/-shm files beside
     // a file of another kind.
@@ -269,6 +275,20 @@ void sqlite_journal::set_max_page_count(std::uint64_t pages, callback<std::uint6
       done(static_cast<std::uint64_t>(*res));
     else
       done(std::move(res.error()));
+  };
+  write_item item{control_item{run}};
+  if (!impl_->submit_write(item))
+    done(closed_error(impl_->opts.path));
+}
+
+void sqlite_journal::rebuild_inline(std::string name, callback<std::uint64_t> done) {
+  if (impl_->opts.read_only) {
+    done(impl_->refuse_write("it has no inline projections to rebuild"));
+    return;
+  }
+  auto run = [name = std::move(name), done](writer_state& w) {
+    auto res = rebuild_inline_projection(w, name);
+    done(std::move(res));
   };
   write_item item{control_item{run}};
   if (!impl_->submit_write(item))

@@ -62,6 +62,9 @@ struct writer_state {
   statement begin, commit, rollback, savepoint, release, rollback_to;
   statement max_offset, max_seq, insert_event, insert_tag, head_hash;
   statement insert_snapshot, trim_snapshots;
+  // Inline projections (inline.hpp) and their statements; prepared only if there are any.
+  std::vector<sqlite_inline_projection> inlines;
+  statement get_inline_offset, set_inline_offset, read_after;
   // Highest seq per stream as of the last commit; the UNIQUE index stays the authority.
   std::unordered_map<std::string, std::uint64_t> seq_cache;
   std::string tags_buf;

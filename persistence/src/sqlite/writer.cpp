@@ -8,6 +8,7 @@
 
 #include "annals/persistence/sqlite_format.hpp"
 #include "internal/validate.hpp"
+#include "sqlite/inline.hpp"
 
 namespace annals::persistence::sqlite {
 
@@ -120,7 +121,7 @@ applied apply_append(writer_state& w, append_item& item, std::uint64_t& next_off
       cached->second = highest;
     return applied::failed;
   }
-  auto needs_savepoint = req.events.size() > 1;
+  auto needs_savepoint = req.events.size() > 1 || !w.inlines.empty();
   for (const auto& ev : req.events)
     needs_savepoint = needs_savepoint || !ev.tags.empty();
   // A single statement is atomic by itself; only multi-statement writes pay for a
@@ -186,20 +187,14 @@ applied apply_append(writer_state& w, append_item& item, std::uint64_t& next_off
     }
     ++offset;
   }
-  if (needs_savepoint && !step_done(w.release))
-    return fail_last(w, "releasing a savepoint", true, out);
-  w.chain = chain;
-  out.res.first_seq = highest + 1;
-  out.res.last_seq = seq;
-  out.res.first_offset = next_offset;
-  out.res.last_offset = offset - 1;
-  out.res.timestamp_us = timestamp;
-  if (collect) {
-    out.records.reserve(req.events.size());
+  // The records of this append, for the commit listeners and the inline projections.
+  std::vector<event_record> recs;
+  if (collect || !w.inlines.empty()) {
+    recs.reserve(req.events.size());
     auto off = next_offset;
     auto s = highest + 1;
     for (const auto& ev : req.events) {
-      auto& rec = out.records.emplace_back();
+      auto& rec = recs.emplace_back();
       rec.offset = off++;
       rec.persistence_id = req.persistence_id;
       rec.seq = s++;
@@ -211,6 +206,22 @@ applied apply_append(writer_state& w, append_item& item, std::uint64_t& next_off
       rec.metadata = req.metadata;
     }
   }
+  if (!w.inlines.empty()) {
+    if (auto err = apply_inline(w, recs)) {
+      w.seq_cache.erase(req.persistence_id);
+      return fail_step(w, std::move(err), true, out);
+    }
+  }
+  if (needs_savepoint && !step_done(w.release))
+    return fail_last(w, "releasing a savepoint", true, out);
+  w.chain = chain;
+  out.res.first_seq = highest + 1;
+  out.res.last_seq = seq;
+  out.res.first_offset = next_offset;
+  out.res.last_offset = offset - 1;
+  out.res.timestamp_us = timestamp;
+  if (collect)
+    out.records = std::move(recs);
   next_offset = offset;
   if (from_cache) {
     cached->second = seq;
@@ -386,6 +397,17 @@ void process(sqlite_journal::impl& st, writer_state& w, std::vector<write_item>&
       w.seq_cache.clear();
       pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(lost_at));
       continue;
+    }
+    if (!w.inlines.empty() && next_offset > *max_offset + 1) {
+      if (auto err = advance_inline(w, next_offset - 1)) {
+        if (!sqlite3_get_autocommit(w.conn.db))
+          step_done(w.rollback);
+        w.seq_cache.clear();
+        for (auto i : pending)
+          if (!out[i].err)
+            out[i].err = naming_stream(err, batch[i]);
+        break;
+      }
     }
     auto commit_rc = sqlite3_step(w.commit);
     sqlite3_reset(w.commit);

@@ -57,6 +57,8 @@ std::pair<unsigned, std::string> classify(const caf::error& err) {
       return {413, code};
     if (annals::is(err, ap::journal_errc::conflict))
       return {409, code};
+    if (annals::is(err, ap::journal_errc::projection_failed))
+      return {500, code}; // a read model's defect, not the journal's availability
     return {503, code};
   }
   if (err.category() == caf::atom("system")

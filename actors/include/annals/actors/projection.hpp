@@ -62,6 +62,7 @@
 #include "annals/actors/offset_store.hpp"
 #include "annals/error.hpp"
 #include "annals/persistence/journal.hpp"
+#include "annals/persistence/sqlite_read_model.hpp"
 #include "annals/persistence_id.hpp"
 
 struct sqlite3;
@@ -168,7 +169,9 @@ public:
   virtual void reset();
 };
 
-/// The read model of an exactly-once projection into SQLite; subclass it.
+/// The read model of an exactly-once projection into SQLite; subclass it. It is the
+/// journal layer's `persistence::sqlite_read_model` (sqlite_read_model.hpp), so the same
+/// model also runs inline, inside the SQLite journal's append transactions.
 ///
 /// The runtime owns the connection to the read-model file. Each method runs inside a
 /// transaction that the runtime begins and commits together with the projection's offset,
@@ -182,19 +185,7 @@ public:
 ///   void reset(sqlite3* db) override { exec(db, "DELETE FROM balances"); }
 /// };
 /// ```
-class sqlite_projection_handler {
-public:
-  virtual ~sqlite_projection_handler();
-
-  /// Creates the model's tables if missing; runs once at start, in its own transaction.
-  virtual void create_schema(sqlite3* db);
-
-  /// Folds one event (one that passed the filter) into the model.
-  virtual void apply(sqlite3* db, const persistence::event_record& rec) = 0;
-
-  /// Deletes the model's rows before a rebuild; commits together with offset 0.
-  virtual void reset(sqlite3* db) = 0;
-};
+using sqlite_projection_handler = persistence::sqlite_read_model;
 
 /// Where a projection is in its life.
 enum class projection_state : std::uint8_t {

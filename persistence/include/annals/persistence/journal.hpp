@@ -38,23 +38,26 @@ namespace annals::persistence {
 
 /// Errors of journals and snapshot stores (category `journal`).
 enum class journal_errc : std::uint8_t {
-  conflict = 1,    ///< the expected sequence number was not the stream's last one
-  storage_error,   ///< the backend failed; the context names the cause
-  disk_full,       ///< no space left; nothing of the write was stored
-  corrupt_row,     ///< a stored row is malformed; the context names id and sequence number
-  not_a_journal,   ///< the file is not an annals journal
-  newer_schema,    ///< the file was written by a newer annals schema
-  closed,          ///< the journal was closed
-  invalid_request, ///< e.g. an empty persistence id or an append without events
-  read_only,       ///< the backend refuses writes
-  too_large,       ///< an append over the journal's size limit; nothing was written
-  owned,           ///< another process (or journal object) owns the file; see sqlite_options
-  unavailable,     ///< a networked backend cannot be reached (no server, no leader); an
-                   ///< append that fails so may or may not have been stored: read the
-                   ///< stream's highest seq before writing again
+  conflict = 1,      ///< the expected sequence number was not the stream's last one
+  storage_error,     ///< the backend failed; the context names the cause
+  disk_full,         ///< no space left; nothing of the write was stored
+  corrupt_row,       ///< a stored row is malformed; the context names id and sequence number
+  not_a_journal,     ///< the file is not an annals journal
+  newer_schema,      ///< the file was written by a newer annals schema
+  closed,            ///< the journal was closed
+  invalid_request,   ///< e.g. an empty persistence id or an append without events
+  read_only,         ///< the backend refuses writes
+  too_large,         ///< an append over the journal's size limit; nothing was written
+  owned,             ///< another process (or journal object) owns the file; see sqlite_options
+  unavailable,       ///< a networked backend cannot be reached (no server, no leader); an
+                     ///< append that fails so may or may not have been stored: read the
+                     ///< stream's highest seq before writing again
+  projection_failed, ///< an inline projection refused the append (its model threw); nothing
+                     ///< of the append was written; the context names the model and event
 };
 BOOST_DESCRIBE_ENUM(journal_errc, conflict, storage_error, disk_full, corrupt_row, not_a_journal,
-                    newer_schema, closed, invalid_request, read_only, too_large, owned, unavailable)
+                    newer_schema, closed, invalid_request, read_only, too_large, owned, unavailable,
+                    projection_failed)
 constexpr std::string_view error_category(journal_errc) {
   return "journal";
 }

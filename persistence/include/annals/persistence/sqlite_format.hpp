@@ -103,6 +103,31 @@ CREATE TRIGGER event_tags_no_delete BEFORE DELETE ON event_tags
 BEGIN SELECT RAISE(ABORT, 'annals: event tags are append-only, DELETE refused'); END;
 )sql";
 
+/// The table of projection offsets in a read model's file (the journal's own file for
+/// inline projections): one row per projection, the offset of the last event its model
+/// holds. Projections advance their row by compare-and-set (`advance_offset_sql`), so two
+/// instances of one projection writing one model cannot both advance from one offset.
+inline constexpr const char* projection_offsets_ddl =
+  "CREATE TABLE IF NOT EXISTS projection_offsets(name TEXT PRIMARY KEY, \"offset\" INTEGER "
+  "NOT NULL)";
+
+/// Reads the offset of projection `?1`.
+inline constexpr const char* select_offset_sql =
+  "SELECT \"offset\" FROM projection_offsets WHERE name = ?1";
+
+/// Stores offset `?2` of projection `?1` whatever the row held.
+inline constexpr const char* upsert_offset_sql =
+  "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) "
+  "ON CONFLICT(name) DO UPDATE SET \"offset\" = excluded.\"offset\"";
+
+/// Moves projection `?1` from offset `?3` to `?2`; changes no row if it is not at `?3`.
+inline constexpr const char* advance_offset_sql =
+  "UPDATE projection_offsets SET \"offset\" = ?2 WHERE name = ?1 AND \"offset\" = ?3";
+
+/// Stores the first offset `?2` of projection `?1`; changes no row if it has one.
+inline constexpr const char* insert_offset_sql =
+  "INSERT INTO projection_offsets(name, \"offset\") VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING";
+
 /// The tables the journal owns; anything else in the file belongs to read models.
 inline constexpr std::string_view journal_tables[] = {"events", "event_tags", "snapshots"};
 

@@ -41,9 +41,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "annals/persistence/audit.hpp"
 #include "annals/persistence/journal.hpp"
+#include "annals/persistence/sqlite_read_model.hpp"
 
 namespace annals::persistence {
 
@@ -101,6 +103,15 @@ struct sqlite_options {
   /// Highest sequence numbers cached by the writer; the cache is dropped when it grows
   /// past this and refilled from the index on demand.
   std::size_t seq_cache_entries = 1'000'000;
+  /// Read models written inside the append transactions (sqlite_read_model.hpp): each
+  /// event of an append is applied to every one of them in the append's savepoint, so an
+  /// acknowledged append implies the models hold it, and a model that throws fails that
+  /// append alone (`journal_errc::projection_failed`, nothing of it written). Their tables
+  /// live in the journal file; each keeps its offset in the file's `projection_offsets`
+  /// table, updated in the same transactions. `open` creates their schemas and brings a
+  /// model that is behind (new, or rebuilt) up to the head before any append; see
+  /// `rebuild_inline`. A read-only journal refuses them.
+  std::vector<sqlite_inline_projection> inline_projections;
   /// If nonzero, `PRAGMA max_page_count` for the writer: a test hook that simulates a
   /// full disk. See also `sqlite_journal::set_max_page_count`.
   std::uint64_t max_page_count = 0;
@@ -223,6 +234,14 @@ public:
   /// reports the value in effect (SQLite never sets it below the file's current size).
   /// A test hook: a small limit makes appends fail as on a full disk.
   void set_max_page_count(std::uint64_t pages, callback<std::uint64_t> done);
+
+  /// Rebuilds the inline projection `name` (see `sqlite_options::inline_projections`)
+  /// between two group commits, in one transaction: its model's `reset`, offset 0, then
+  /// every event of the journal applied again; reports the offset it reached (the head).
+  /// Appends wait meanwhile. Fails with `journal_errc::invalid_request` for a name that is
+  /// not an inline projection of this journal, `journal_errc::projection_failed` if the
+  /// model throws (nothing of the rebuild is kept then).
+  void rebuild_inline(std::string name, callback<std::uint64_t> done);
 
   /// Recomputes the hash chain over every event of the journal file at `path`, in offset
   /// order, on a read-only connection (the file may be in use), and reports the first

@@ -50,6 +50,7 @@
 #include <caf/expected.hpp>
 
 #include "annals/actors/projection.hpp"
+#include "annals/actors/projection_sink.hpp"
 #include "annals/aggregate.hpp"
 #include "annals/named_aggregate.hpp"
 #include "annals/persistence/journal.hpp"
@@ -73,6 +74,12 @@ public:
 
   /// Makes a fresh handler of a SQL projection.
   using projection_factory = std::function<std::shared_ptr<actors::sqlite_projection_handler>()>;
+
+  /// Makes the sink of a projection whose model lives elsewhere (a search index, files, a
+  /// key-value store), for the journal at `journal` (the DB argument, e.g. to find an
+  /// index directory beside it).
+  using sink_factory = std::function<caf::expected<std::shared_ptr<actors::projection_sink>>(
+    const std::string& journal)>;
 
   /// `program_name` starts every usage text and error line, e.g. `annals` or
   /// `annals-bank admin`.
@@ -102,6 +109,12 @@ public:
   /// must be the filter the service runs it with.
   void register_projection(std::string name, projection_factory make, actors::event_filter filter);
 
+  /// Enables `rebuild --projection name` for a projection into any sink
+  /// (projection_sink.hpp): the tool resets the sink's model (offset 0) and replays the
+  /// whole journal into it in place, with progress. Unlike the SQL projections' shadow and
+  /// swap, readers of the model see it fill up again, so run it with the service stopped.
+  void register_sink(std::string name, sink_factory make);
+
   /// Runs the command line `argv[1..argc)` (`argv[0]` is skipped: the program or the word
   /// that selected the tool) and returns the exit code: 0 on success, 1 on a failure, 2 on
   /// a usage error. Normal output goes to `out`, progress and errors to `err`; a stream
@@ -113,10 +126,13 @@ public:
     std::string type_name;
     replay_function replay;
   };
+  /// A rebuildable projection: SQL (`make`, rebuilt in a shadow file and swapped in) or
+  /// any sink (`make_sink`, rebuilt in place).
   struct projection_entry {
     std::string name;
     projection_factory make;
     actors::event_filter filter;
+    sink_factory make_sink;
   };
 
 private:
