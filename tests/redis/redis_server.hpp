@@ -52,7 +52,8 @@ public:
       pid_ = spawn(log);
       if (wait_ready())
         return;
-      if (started_once_ || file_text(log).find("Address already in use", before) == std::string::npos)
+      if (started_once_
+          || file_text(log).find("Address already in use", before) == std::string::npos)
         break;
       kill9();
       port_ = free_port();
