@@ -114,6 +114,27 @@ TEST_CASE("annals-bank --redis serves the scoreboard and the top scorers from Re
   check_models(c2);
   auto health = expect(c2, 200, "GET", "/health");
   CHECK(health.at("status").as_string() == "ok");
+
+  // Redis goes away: the two routes answer 503 while commands go on; once it is back the
+  // projections apply what they missed, once.
+  redis.kill9();
+  auto down = c2.request("GET", "/scorers", {}, {});
+  REQUIRE(down.ok());
+  CHECK(down->status == 503);
+  CHECK_THAT(down->body, Catch::Contains("read_model_unavailable"));
+  expect(c2, 200, "POST", "/matches/m-2/goals", goal("away", "Alan", 80));
+  redis.start();
+  auto after = expect(c2, 200, "GET", "/scorers?fresh=1&limit=2");
+  const auto& rows = after.at("scorers").as_array();
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].at("player").as_string() == "Alan");
+  CHECK(rows[0].at("goals").to_number<int>() == 2);
+  CHECK(rows[1].at("player").as_string() == "Kane");
+  CHECK(rows[1].at("goals").to_number<int>() == 2);
+  auto board = expect(c2, 200, "GET", "/matches?fresh=1");
+  for (const auto& l : board.at("matches").as_array())
+    if (l.at("id").as_string() == "m-2")
+      CHECK(l.at("score").at("away").to_number<int>() == 2);
 }
 
 TEST_CASE("annals-bank --redis refuses to start when Redis does not answer", "[redis][service]") {

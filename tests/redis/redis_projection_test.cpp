@@ -228,7 +228,8 @@ TEST_CASE("a Redis projection that cannot reach its server fails naming it",
     ts.sys, j, std::make_shared<recording_model>(),
     redis_projection_options{.name = "seen",
                              .url = "redis://127.0.0.1:" + std::to_string(port),
-                             .connect_timeout = std::chrono::milliseconds{500}});
+                             .connect_timeout = std::chrono::milliseconds{500},
+                             .retry_for = std::chrono::milliseconds{300}});
   auto st = proj.await_offset(1, bound);
   REQUIRE_FALSE(st);
   CHECK(is(st.error(), projection_errc::read_model_failed));

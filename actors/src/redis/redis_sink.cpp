@@ -54,12 +54,23 @@ public:
       return make_error(projection_errc::read_model_failed,
                         "projection '" + opts_.name + "': " + render(addr.error()));
     addr_ = std::move(*addr);
-    if (auto err = connect())
-      return err;
-    auto stored = stored_offset();
-    if (!stored)
-      return std::move(stored.error());
-    return stored->value_or(0);
+    // A server that is restarting (refusing connections, loading its append-only file) is
+    // waited for as in `apply`.
+    auto deadline = std::chrono::steady_clock::now() + opts_.retry_for;
+    auto pause = std::chrono::milliseconds{50};
+    for (;;) {
+      caf::error err = connect();
+      if (!err) {
+        auto stored = stored_offset();
+        if (stored)
+          return stored->value_or(0);
+        err = std::move(stored.error());
+      }
+      if (conn_.connected() || std::chrono::steady_clock::now() + pause > deadline)
+        return err;
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds{1'000});
+    }
   }
 
   batch_outcome apply(std::span<const persistence::event_record> batch,

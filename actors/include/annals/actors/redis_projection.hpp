@@ -188,7 +188,8 @@ struct redis_projection_options {
   std::size_t max_queued_batches = 1024;
   /// How long connecting to the server, and then any one reply, may take.
   std::chrono::milliseconds connect_timeout{10'000};
-  /// How long a batch keeps retrying on a lost connection before the projection fails.
+  /// How long the start, a batch or a reset keeps retrying on a lost connection (or a
+  /// server still loading its data) before the projection fails.
   std::chrono::milliseconds retry_for{10'000};
 };
 
