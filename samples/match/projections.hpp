@@ -47,8 +47,11 @@ public:
     offset_ = 0;
   }
 
+  /// The board by match id, and the offset it reflects.
+  using board_t = std::pair<std::map<std::string, line>, std::uint64_t>;
+
   /// A copy of the board, by match id, and the offset it reflects.
-  std::pair<std::map<std::string, line>, std::uint64_t> board() const {
+  board_t board() const {
     std::lock_guard guard{mtx_};
     return {lines_, offset_};
   }
@@ -101,8 +104,11 @@ public:
     offset_ = 0;
   }
 
+  /// Players with their goals, and the offset they reflect.
+  using top_t = std::pair<std::vector<std::pair<std::string, int>>, std::uint64_t>;
+
   /// The `n` players with the most goals (ties by name), and the offset this reflects.
-  std::pair<std::vector<std::pair<std::string, int>>, std::uint64_t> top(std::size_t n) const {
+  top_t top(std::size_t n) const {
     std::lock_guard guard{mtx_};
     std::vector<std::pair<std::string, int>> v(goals_.begin(), goals_.end());
     std::stable_sort(v.begin(), v.end(),

@@ -9,10 +9,14 @@
 #include "annals/persistence/postgres_journal.hpp"
 #include "service/bank/postgres_read_models.hpp"
 #endif
+#ifdef ANNALS_BANK_WITH_REDIS
+#include "service/bank/redis_read_models.hpp"
+#endif
 #include "account/account.hpp"
 #include "account/balances.hpp"
 #include "account/statement.hpp"
 #include "account/transfer.hpp"
+#include "annals/persistence/redact.hpp"
 #include "match/match.hpp"
 #include "service/bank/context.hpp"
 #include "service/bank/routes.hpp"
@@ -110,7 +114,8 @@ struct bank_service::impl {
       return err;
     if (auto err = open_read_models())
       return err;
-    start_projections();
+    if (auto err = start_projections())
+      return err;
     ctx.workers = std::make_unique<worker_pool>(ctx.opts.query_threads);
     add_account_routes(ctx);
     add_transfer_routes(ctx);
@@ -145,7 +150,8 @@ struct bank_service::impl {
     return {};
   }
 
-  void start_projections() {
+  /// The projections; the football ones into Redis with --redis, else in memory.
+  caf::error start_projections() {
     const auto& path = ctx.opts.db_path;
     auto& sys = ctx.sys;
     auto& projections = ctx.projections;
@@ -165,11 +171,24 @@ struct bank_service::impl {
     }
     projections.push_back(aa::spawn_projection(
       sys, ctx.journal, ctx.owners, aa::projection_options{.name = "owners", .filter = accounts}));
+    if (!ctx.opts.redis.empty()) {
+#ifdef ANNALS_BANK_WITH_REDIS
+      return start_redis_match_models(ctx);
+#else
+      return annals::make_error(aa::projection_errc::read_model_failed,
+                                "--redis " + ap::redact_secrets(ctx.opts.redis)
+                                  + ": this annals-bank was built without Redis (libhiredis-dev "
+                                    "missing at configure time)");
+#endif
+    }
     projections.push_back(
       aa::spawn_projection(sys, ctx.journal, ctx.board,
                            aa::projection_options{.name = "scoreboard", .filter = matches}));
     projections.push_back(aa::spawn_projection(
       sys, ctx.journal, ctx.scorers, aa::projection_options{.name = "scorers", .filter = matches}));
+    ctx.read_board = [board = ctx.board] { return board->board(); };
+    ctx.read_scorers = [scorers = ctx.scorers](std::size_t n) { return scorers->top(n); };
+    return {};
   }
 
   void dispatch(http::request req, http::responder respond) {

@@ -31,6 +31,10 @@ struct bank_options {
   /// `postgresql://USER@HOST:PORT/DB` (a libpq URI); with either the read models stay in
   /// `db_path`. Each needs annals built with that journal.
   std::string journal;
+  /// Where the scoreboard and top-scorer read models live: empty (in memory, rebuilt from
+  /// the journal at every start), or `redis://HOST:PORT[/DB]` (exactly-once projections
+  /// into Redis; needs annals built with hiredis).
+  std::string redis;
   /// How long a command may take before the client gets 504 `timeout`.
   std::chrono::milliseconds command_timeout{10'000};
   /// Threads that answer queries (journal reads, read models, metrics).

@@ -101,7 +101,12 @@ public:
   static constexpr std::chrono::seconds start_bound{30};
 
   /// Creates the directory and starts the service on a fresh journal.
-  service_process() {
+  service_process() : service_process(std::vector<std::string>{}) {}
+
+  /// Creates the directory and starts the service on a fresh journal, with `extra_args`
+  /// after the usual arguments at every start (e.g. `{"--redis", url}`).
+  explicit service_process(std::vector<std::string> extra_args)
+    : extra_args_(std::move(extra_args)) {
     char pattern[] = "/tmp/annals-bank-test-XXXXXX";
     if (::mkdtemp(pattern) == nullptr)
       throw std::runtime_error{std::string{"mkdtemp: "} + std::strerror(errno)};
@@ -289,6 +294,7 @@ private:
       args.emplace_back("--journal");
       args.push_back(journal_);
     }
+    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
     std::vector<char*> argv;
     for (auto& a : args)
       argv.push_back(a.data());
@@ -362,6 +368,7 @@ private:
   std::filesystem::path dir_;
   std::string db_;      // empty: bank.db in dir_
   std::string journal_; // empty: the journal is db_path()
+  std::vector<std::string> extra_args_;
   std::filesystem::path log_path_;
   pid_t pid_ = -1;
   unsigned short port_ = 0;

@@ -52,6 +52,12 @@ struct bank_context {
     std::make_shared<match::scoreboard_projection>();
   std::shared_ptr<match::top_scorers_projection> scorers =
     std::make_shared<match::top_scorers_projection>();
+  /// The scoreboard by match id and the top `n` scorers, each with the offset it reflects,
+  /// as the routes read them: from `board` and `scorers`, or from Redis with
+  /// `bank_options::redis`. Throw `api_error` (503 "read_model_unavailable") when the
+  /// model cannot be read.
+  std::function<match::scoreboard_projection::board_t()> read_board;
+  std::function<match::top_scorers_projection::top_t(std::size_t n)> read_scorers;
   /// balances, statement, owners, scoreboard, scorers
   std::vector<annals::actors::projection> projections;
   std::unique_ptr<read_models> models;

@@ -117,7 +117,7 @@ void add_match_routes(bank_context& ctx) {
   routes.add("GET", {"matches"}, [&ctx](req_t req, args_t, resp_t respond) {
     ctx.on_worker(respond, [&ctx, req] {
       ctx.maybe_fresh(req, "scoreboard");
-      auto [lines, offset] = ctx.board->board();
+      auto [lines, offset] = ctx.read_board();
       json::array rows;
       for (const auto& [id, l] : lines)
         rows.push_back(json::object{{"id", id},
@@ -132,7 +132,7 @@ void add_match_routes(bank_context& ctx) {
     auto limit = query_number(req, "limit", 10, 1, 1000);
     ctx.on_worker(respond, [&ctx, req, limit] {
       ctx.maybe_fresh(req, "scorers");
-      auto [top, offset] = ctx.scorers->top(limit);
+      auto [top, offset] = ctx.read_scorers(limit);
       json::array rows;
       for (const auto& [player, goals] : top)
         rows.push_back(json::object{{"player", player}, {"goals", goals}});
