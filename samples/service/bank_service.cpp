@@ -16,6 +16,9 @@
 #include "match/match.hpp"
 #include "service/bank/context.hpp"
 #include "service/bank/routes.hpp"
+#ifdef ANNALS_BANK_WITH_XAPIAN
+#include "service/bank/search_index.hpp"
+#endif
 
 namespace service {
 
@@ -110,6 +113,8 @@ struct bank_service::impl {
       return err;
     if (auto err = open_read_models())
       return err;
+    if (auto err = open_search_index())
+      return err;
     start_projections();
     ctx.workers = std::make_unique<worker_pool>(ctx.opts.query_threads);
     add_account_routes(ctx);
@@ -145,6 +150,17 @@ struct bank_service::impl {
     return {};
   }
 
+  /// The search index: `--search-dir`, else next to the read models' file.
+  caf::error open_search_index() {
+#ifdef ANNALS_BANK_WITH_XAPIAN
+    ctx.search_dir =
+      ctx.opts.search_dir.empty() ? ctx.opts.db_path + ".search" : ctx.opts.search_dir;
+    return create_search_index(ctx.search_dir);
+#else
+    return {};
+#endif
+  }
+
   void start_projections() {
     const auto& path = ctx.opts.db_path;
     auto& sys = ctx.sys;
@@ -163,8 +179,9 @@ struct bank_service::impl {
         aa::spawn_projection(sys, ctx.journal, std::make_shared<bank::statement_projection>(),
                              {.name = "statement", .path = path, .filter = accounts}));
     }
-    projections.push_back(aa::spawn_projection(
-      sys, ctx.journal, ctx.owners, aa::projection_options{.name = "owners", .filter = accounts}));
+#ifdef ANNALS_BANK_WITH_XAPIAN
+    projections.push_back(spawn_search_projection(sys, ctx.journal, ctx.search_dir));
+#endif
     projections.push_back(
       aa::spawn_projection(sys, ctx.journal, ctx.board,
                            aa::projection_options{.name = "scoreboard", .filter = matches}));

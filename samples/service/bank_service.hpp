@@ -31,6 +31,9 @@ struct bank_options {
   /// `postgresql://USER@HOST:PORT/DB` (a libpq URI); with either the read models stay in
   /// `db_path`. Each needs annals built with that journal.
   std::string journal;
+  /// The search index's directory (GET /search; the Xapian projection "search"): empty for
+  /// `db_path` + ".search", next to the read models' file, whichever the journal.
+  std::string search_dir;
   /// How long a command may take before the client gets 504 `timeout`.
   std::chrono::milliseconds command_timeout{10'000};
   /// Threads that answer queries (journal reads, read models, metrics).

@@ -1,13 +1,16 @@
 // annals-bank: the bank and football service over HTTP/1.1 + JSON.
 //
-//   annals-bank [--db PATH] [--journal URI] [--port N] [--host ADDR] [--threads N]
+//   annals-bank [--db PATH] [--journal URI] [--search-dir DIR] [--port N] [--host ADDR]
+//               [--threads N]
 //   annals-bank admin <subcommand> ...   (the annals tool with the bank's types registered)
 //
 // Prints "annals-bank listening on http://ADDR:PORT" once it serves (with --port 0 the
 // port is the one the system chose). --journal sqlite:PATH is --db PATH; --journal
 // nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N] keeps the journal on NATS
 // JetStream and the read models in the --db file; --journal postgresql://USER@HOST:PORT/DB
-// keeps the journal and the balances and statement read models in PostgreSQL. SIGTERM or SIGINT:
+// keeps the journal and the balances and statement read models in PostgreSQL.
+// The search index (GET /search) is the directory --search-dir, by default the --db path
+// with ".search" appended, whichever the journal. SIGTERM or SIGINT:
 // stop accepting connections, finish the commands in flight, answer them, exit 0.
 
 #include <csignal>
@@ -39,7 +42,8 @@ namespace {
 
 struct flags {
   std::string db = "./annals.db";
-  std::string journal; // empty: the --db file
+  std::string journal;    // empty: the --db file
+  std::string search_dir; // empty: the --db path + ".search"
   std::string host = "127.0.0.1";
   unsigned short port = 8080;
   std::size_t threads = 2;
@@ -49,8 +53,8 @@ struct flags {
   std::fprintf(
     stderr,
     "annals-bank: %s\n"
-    "usage: annals-bank [--db PATH] [--journal URI] [--port N] [--host ADDR] "
-    "[--threads N]\n"
+    "usage: annals-bank [--db PATH] [--journal URI] [--search-dir DIR] [--port N] "
+    "[--host ADDR] [--threads N]\n"
     "       URI: sqlite:PATH | nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]\n"
     "            | postgresql://USER@HOST:PORT/DB\n"
     "       annals-bank admin <subcommand> ...  (annals-bank admin --help)\n",
@@ -80,6 +84,8 @@ flags parse(int argc, char** argv) {
       f.db = value();
     else if (a == "--journal")
       f.journal = value();
+    else if (a == "--search-dir")
+      f.search_dir = value();
     else if (a == "--host")
       f.host = value();
     else if (a == "--port")
@@ -129,7 +135,8 @@ int main(int argc, char** argv) {
   caf::actor_system sys{cfg};
 
   auto where = f.journal.empty() ? f.db : annals::persistence::redact_secrets(f.journal);
-  auto app = service::bank_service::open(sys, {.db_path = f.db, .journal = f.journal});
+  auto app = service::bank_service::open(
+    sys, {.db_path = f.db, .journal = f.journal, .search_dir = f.search_dir});
   if (!app) {
     std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", where.c_str(),
                  annals::render(app.error()).c_str());
