@@ -119,6 +119,10 @@ public:
       db_->begin_transaction(true);
       try {
         handler_->reset(*db_);
+      } catch (const Xapian::Error& e) {
+        cancel();
+        return make_error(projection_errc::handler_failed,
+                          "projection '" + opts_.name + "': reset threw: " + e.get_description());
       } catch (...) {
         cancel();
         return make_error(projection_errc::handler_failed,
@@ -155,6 +159,9 @@ private:
         continue;
       try {
         handler_->apply(*db_, rec);
+      } catch (const Xapian::Error& e) { // not a std::exception
+        *err = handler_error(opts_.name, rec, e.get_description());
+        return i;
       } catch (...) {
         *err = handler_error(opts_.name, rec, current_exception_text());
         return i;

@@ -1,5 +1,6 @@
 #include "service/bank/search_index.hpp"
 
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <set>
@@ -32,8 +33,18 @@ constexpr Xapian::valueno id_slot = 0;
 const std::string account_kind = "account";
 const std::string match_kind = "match";
 
+// Xapian refuses terms over 245 bytes: a longer persistence id is cut and completed by a
+// hash of the whole (FNV-1a, the same in every build).
 std::string unique_term(const std::string& pid) {
-  return "Q" + pid;
+  constexpr std::size_t max_term = 200;
+  if (pid.size() + 1 <= max_term)
+    return "Q" + pid;
+  std::uint64_t h = 14695981039346656037ULL;
+  for (unsigned char c : pid)
+    h = (h ^ c) * 1099511628211ULL;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return "Q" + pid.substr(0, max_term - 1 - 1 - 16) + "#" + hex;
 }
 
 // A document for `hit` (the data), searchable by the words of `texts`.
