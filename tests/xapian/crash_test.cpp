@@ -3,7 +3,8 @@
 // each kill the index must hold exactly the fold of the journal up to the offset stored in
 // it (nothing doubled, nothing missing, no document of an event after it), and at the end
 // a last run catches up to the head. More events are appended between the runs, so every
-// run has work.
+// run has work. While the first child runs, a second one on the same index must fail at
+// start, naming the directory.
 
 #include <catch2/catch.hpp>
 
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <poll.h>
 #include <random>
 #include <string>
@@ -36,7 +38,7 @@ using namespace annals::persistence::test;
 
 namespace {
 
-/// The projector as a child process, its standard output on a pipe.
+/// The projector as a child process, its standard output and error on one pipe.
 class projector {
 public:
   projector(const std::string& journal, const std::string& index, std::size_t page_size,
@@ -46,6 +48,7 @@ public:
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDERR_FILENO);
     std::vector<std::string> args{ANNALS_XAPIAN_PROJECTOR_BINARY, journal, index,
                                   std::to_string(page_size)};
     if (until)
@@ -70,23 +73,14 @@ public:
 
   /// Waits (at most `bound`) for the line "started"; false if the child ended first.
   bool started() {
-    std::string text;
-    auto deadline = std::chrono::steady_clock::now() + bound;
-    while (text.find("started\n") == std::string::npos) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0)
-        return false;
-      pollfd p{out_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
-        return false;
-      char buf[256];
-      auto n = ::read(out_, buf, sizeof buf);
-      if (n <= 0)
-        return false;
-      text.append(buf, static_cast<std::size_t>(n));
-    }
-    return true;
+    return read_until(
+      [](const std::string& text) { return text.find("started\n") != std::string::npos; });
+  }
+
+  /// Everything the child wrote until it closed its output (at most `bound`).
+  std::string output() {
+    read_until([](const std::string&) { return false; });
+    return text_;
   }
 
   void kill9() {
@@ -102,8 +96,31 @@ public:
   }
 
 private:
+  // Reads the child's output into `text_` until `done(text_)`, the end of the output or
+  // the bound; true for `done`.
+  template <class Done>
+  bool read_until(Done done) {
+    auto deadline = std::chrono::steady_clock::now() + bound;
+    while (!done(text_)) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0)
+        return false;
+      pollfd p{out_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+        return false;
+      char buf[256];
+      auto n = ::read(out_, buf, sizeof buf);
+      if (n <= 0)
+        return false;
+      text_.append(buf, static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+
   pid_t pid_ = -1;
   int out_ = -1;
+  std::string text_;
 };
 
 } // namespace
@@ -188,6 +205,14 @@ TEST_CASE("a Xapian index killed -9 at random moments always equals the fold of 
     {
       projector child{path, index, page_size};
       REQUIRE(child.started());
+      if (k == 1) { // a second process on the same index fails at start, naming it
+        projector second{path, index, page_size};
+        auto out = second.output();
+        auto st = second.wait();
+        CHECK(WIFEXITED(st));
+        CHECK(WEXITSTATUS(st) == 1);
+        CHECK_THAT(out, Catch::Contains(index) && Catch::Contains("locked by another writer"));
+      }
       // The kill moment is what is random here: somewhere in the catch-up, or after it.
       std::this_thread::sleep_for(std::chrono::milliseconds{20 + rng() % 400});
       child.kill9();
