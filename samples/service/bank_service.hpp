@@ -1,7 +1,8 @@
 #pragma once
 
 // The annals-bank service: accounts, transfers and football matches over HTTP/1.1 + JSON,
-// on one SQLite file that holds the journal, the snapshots and the SQL read models, or with
+// on one SQLite file that holds the journal, the snapshots and the SQL read models (and a
+// Xapian search index in a directory beside it, `bank_options::search_dir`), or with
 // the journal and the snapshots on NATS JetStream and the read models in the node's own
 // SQLite file, fed from the replicated log.
 //
