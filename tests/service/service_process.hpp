@@ -124,6 +124,11 @@ public:
     dir_ = pattern;
   }
 
+  /// Arguments added to the command line of every later start (e.g. `--search-dir DIR`).
+  void add_args(std::vector<std::string> args) {
+    extra_args_.insert(extra_args_.end(), args.begin(), args.end());
+  }
+
   /// SIGKILLs the child if it still runs and removes the directory.
   ~service_process() {
     cleanup();
@@ -289,6 +294,7 @@ private:
       args.emplace_back("--journal");
       args.push_back(journal_);
     }
+    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
     std::vector<char*> argv;
     for (auto& a : args)
       argv.push_back(a.data());
@@ -362,6 +368,7 @@ private:
   std::filesystem::path dir_;
   std::string db_;      // empty: bank.db in dir_
   std::string journal_; // empty: the journal is db_path()
+  std::vector<std::string> extra_args_;
   std::filesystem::path log_path_;
   pid_t pid_ = -1;
   unsigned short port_ = 0;
