@@ -20,6 +20,9 @@
 #include "match/match.hpp"
 #include "service/bank/context.hpp"
 #include "service/bank/routes.hpp"
+#ifdef ANNALS_BANK_WITH_XAPIAN
+#include "service/bank/search_index.hpp"
+#endif
 
 namespace service {
 
@@ -114,6 +117,8 @@ struct bank_service::impl {
       return err;
     if (auto err = open_read_models())
       return err;
+    if (auto err = open_search_index())
+      return err;
     if (auto err = start_projections())
       return err;
     ctx.workers = std::make_unique<worker_pool>(ctx.opts.query_threads);
@@ -150,6 +155,17 @@ struct bank_service::impl {
     return {};
   }
 
+  /// The search index: `--search-dir`, else next to the read models' file.
+  caf::error open_search_index() {
+#ifdef ANNALS_BANK_WITH_XAPIAN
+    ctx.search_dir =
+      ctx.opts.search_dir.empty() ? ctx.opts.db_path + ".search" : ctx.opts.search_dir;
+    return create_search_index(ctx.search_dir);
+#else
+    return {};
+#endif
+  }
+
   /// The projections; the football ones into Redis with --redis, else in memory.
   caf::error start_projections() {
     const auto& path = ctx.opts.db_path;
@@ -169,8 +185,9 @@ struct bank_service::impl {
         aa::spawn_projection(sys, ctx.journal, std::make_shared<bank::statement_projection>(),
                              {.name = "statement", .path = path, .filter = accounts}));
     }
-    projections.push_back(aa::spawn_projection(
-      sys, ctx.journal, ctx.owners, aa::projection_options{.name = "owners", .filter = accounts}));
+#ifdef ANNALS_BANK_WITH_XAPIAN
+    projections.push_back(spawn_search_projection(sys, ctx.journal, ctx.search_dir));
+#endif
     if (!ctx.opts.redis.empty()) {
 #ifdef ANNALS_BANK_WITH_REDIS
       return start_redis_match_models(ctx);

@@ -1,7 +1,8 @@
 #pragma once
 
 // The annals-bank service: accounts, transfers and football matches over HTTP/1.1 + JSON,
-// on one SQLite file that holds the journal, the snapshots and the SQL read models, or with
+// on one SQLite file that holds the journal, the snapshots and the SQL read models (and a
+// Xapian search index in a directory beside it, `bank_options::search_dir`), or with
 // the journal and the snapshots on NATS JetStream and the read models in the node's own
 // SQLite file, fed from the replicated log.
 //
@@ -35,6 +36,9 @@ struct bank_options {
   /// the journal at every start), or `redis://HOST:PORT[/DB]` (exactly-once projections
   /// into Redis; needs annals built with hiredis).
   std::string redis;
+  /// The search index's directory (GET /search; the Xapian projection "search"): empty for
+  /// `db_path` + ".search", next to the read models' file, whichever the journal.
+  std::string search_dir;
   /// How long a command may take before the client gets 504 `timeout`.
   std::chrono::milliseconds command_timeout{10'000};
   /// Threads that answer queries (journal reads, read models, metrics).

@@ -1,6 +1,7 @@
 // annals-bank: the bank and football service over HTTP/1.1 + JSON.
 //
-//   annals-bank [--db PATH] [--journal URI] [--redis URL] [--port N] [--host ADDR] [--threads N]
+//   annals-bank [--db PATH] [--journal URI] [--search-dir DIR] [--redis URL] [--port N]
+//               [--host ADDR] [--threads N]
 //   annals-bank admin <subcommand> ...   (the annals tool with the bank's types registered)
 //
 // Prints "annals-bank listening on http://ADDR:PORT" once it serves (with --port 0 the
@@ -9,7 +10,9 @@
 // JetStream and the read models in the --db file; --journal postgresql://USER@HOST:PORT/DB
 // keeps the journal and the balances and statement read models in PostgreSQL; --redis
 // redis://HOST:PORT[/DB] keeps the scoreboard and top scorers in Redis (exactly-once
-// projections) instead of memory. SIGTERM or SIGINT:
+// projections) instead of memory. The search index (GET /search) is the directory
+// --search-dir, by default the --db path with ".search" appended, whichever the journal.
+// SIGTERM or SIGINT:
 // stop accepting connections, finish the commands in flight, answer them, exit 0.
 
 #include <csignal>
@@ -41,8 +44,9 @@ namespace {
 
 struct flags {
   std::string db = "./annals.db";
-  std::string journal; // empty: the --db file
-  std::string redis;   // empty: the football read models in memory
+  std::string journal;    // empty: the --db file
+  std::string search_dir; // empty: the --db path + ".search"
+  std::string redis;      // empty: the football read models in memory
   std::string host = "127.0.0.1";
   unsigned short port = 8080;
   std::size_t threads = 2;
@@ -52,8 +56,8 @@ struct flags {
   std::fprintf(
     stderr,
     "annals-bank: %s\n"
-    "usage: annals-bank [--db PATH] [--journal URI] [--redis URL] [--port N] [--host ADDR] "
-    "[--threads N]\n"
+    "usage: annals-bank [--db PATH] [--journal URI] [--search-dir DIR] [--redis URL] "
+    "[--port N] [--host ADDR] [--threads N]\n"
     "       URL: redis://HOST:PORT[/DB] (the scoreboard and top scorers in Redis)\n"
     "       URI: sqlite:PATH | nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]\n"
     "            | postgresql://USER@HOST:PORT/DB\n"
@@ -86,6 +90,8 @@ flags parse(int argc, char** argv) {
       f.journal = value();
     else if (a == "--redis")
       f.redis = value();
+    else if (a == "--search-dir")
+      f.search_dir = value();
     else if (a == "--host")
       f.host = value();
     else if (a == "--port")
@@ -135,8 +141,8 @@ int main(int argc, char** argv) {
   caf::actor_system sys{cfg};
 
   auto where = f.journal.empty() ? f.db : annals::persistence::redact_secrets(f.journal);
-  auto app =
-    service::bank_service::open(sys, {.db_path = f.db, .journal = f.journal, .redis = f.redis});
+  auto app = service::bank_service::open(
+    sys, {.db_path = f.db, .journal = f.journal, .redis = f.redis, .search_dir = f.search_dir});
   if (!app) {
     std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", where.c_str(),
                  annals::render(app.error()).c_str());

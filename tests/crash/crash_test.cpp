@@ -23,7 +23,10 @@
 //       so the total equals acknowledged deposits minus acknowledged withdrawals, and every
 //       transfer ended completed or compensated;
 //   (d) the balances and statement read models, read with ?fresh=1, hold each event exactly
-//       once: the rows equal the aggregates, the statement lines equal the events.
+//       once: the rows equal the aggregates, the statement lines equal the events;
+//   (e) the search index (GET /search, the Xapian projection) finds every account of the
+//       balances read model with the same owner and status, and nothing else, both read at
+//       the journal's head.
 // The loop ends after --kills kills or when --seconds have passed since it began, whichever
 // comes first (a loop cut short by the time bound is reported, not failed). Then the service
 // is stopped with SIGTERM (it must exit 0), started again, and everything is checked once
@@ -1163,10 +1166,17 @@ private:
                          const std::vector<json::object>& states, const Context& context) {
     std::unordered_map<std::string, json::object> rows;
     std::string after;
+    std::optional<std::int64_t> balances_offset;
     for (;;) {
       auto target = "/accounts?fresh=1&limit=" + num_text(balances_page)
                     + (after.empty() ? std::string{} : "&after=" + after);
       auto page = get_object(target);
+      auto offset = int_field(page, "offset", target);
+      if (balances_offset && *balances_offset != offset)
+        fail(context(target + ": the balances read model moved from offset "
+                     + std::to_string(*balances_offset) + " to " + std::to_string(offset)
+                     + " while no command ran"));
+      balances_offset = offset;
       const auto& list = array_field(page, "accounts", target);
       for (const auto& v : list) {
         if (!v.is_object())
@@ -1182,6 +1192,9 @@ private:
         break;
     }
     expect_equal(ids_.size(), rows.size(), context("rows in the balances read model"));
+#ifdef ANNALS_BANK_WITH_XAPIAN
+    check_search(rows, balances_offset.value_or(-1), context);
+#endif
     for (std::size_t i = 0; i < ids_.size(); ++i) {
       const auto& id = ids_[i];
       auto it = rows.find(id);
@@ -1225,6 +1238,63 @@ private:
         expect_equal(int_field(states[i], "balance", swhere),
                      int_field(lines.back().as_object(), "balance", swhere),
                      swhere + ": the last running balance vs the aggregate");
+    }
+  }
+
+  // (e) the search index (GET /search, Xapian) finds every account of the balances read
+  // model with the same owner and status, and nothing else; both read at the journal's
+  // head. One query matches every owner ("Owner acc-NNN"); then each account's own name
+  // finds that account alone.
+  template <class Context>
+  void check_search(const std::unordered_map<std::string, json::object>& rows,
+                    std::int64_t balances_offset, const Context& context) {
+    auto health = get_object("/health");
+    const auto* journal = health.if_contains("journal");
+    if (journal == nullptr || !journal->is_object())
+      fail(context("GET /health: no journal object in " + excerpt(json::serialize(health))));
+    auto head = int_field(journal->as_object(), "head_offset", "/health journal");
+    expect_equal(head, balances_offset, context("the balances read model's offset vs the head"));
+    const std::string all = "/search?owner=owner&limit=1000&fresh=1";
+    auto found = get_object(all);
+    expect_equal(head, int_field(found, "offset", all),
+                 context(all + ": the search index's offset vs the head"));
+    std::unordered_map<std::string, int> seen;
+    for (const auto& v : array_field(found, "hits", all)) {
+      if (!v.is_object())
+        fail(context(all + ": a hit is not an object"));
+      const auto& hit = v.as_object();
+      auto id = text_field(hit, "id", all);
+      auto where = context(all + ": hit " + id);
+      if (++seen[id] > 1)
+        fail(where + " is listed twice");
+      auto row = rows.find(id);
+      if (row == rows.end())
+        fail(where + " is not in the balances read model");
+      expect_equal(text_field(row->second, "owner", where), text_field(hit, "owner", where),
+                   where + " owner (balances vs search)");
+      const auto* closed = hit.if_contains("closed");
+      if (closed == nullptr || !closed->is_bool())
+        fail(where + ": field 'closed' is missing or not a boolean");
+      expect_equal(text_field(row->second, "status", where) == "closed", closed->as_bool(),
+                   where + " closed (balances status vs search)");
+      ++totals_.checks;
+    }
+    for (const auto& [id, row] : rows)
+      if (seen.find(id) == seen.end())
+        fail(context(all + ": account " + id + " of the balances read model is not found"));
+    for (const auto& [id, row] : rows) {
+      auto owner = text_field(row, "owner", "balances row " + id);
+      std::string query;
+      for (char ch : owner)
+        query += ch == ' ' ? std::string{"%20"} : std::string(1, ch);
+      auto target = "/search?fresh=1&owner=" + query;
+      auto one = get_object(target);
+      const auto& hits = array_field(one, "hits", target);
+      if (hits.size() != 1 || !hits[0].is_object()
+          || text_field(hits[0].as_object(), "id", target) != id)
+        fail(context(target + ": expected account " + id + " alone, got "
+                     + excerpt(json::serialize(hits))));
+      ++totals_.checks;
     }
   }
 

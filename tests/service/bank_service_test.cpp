@@ -461,16 +461,27 @@ TEST_CASE("annals-bank: the balances, statement and owner read models", "[servic
     expect_error(c, 404, "not_found", "GET", "/accounts/nobody/statement?fresh=1");
   }
 
-  SECTION("search: by a part of the owner's name, ignoring case") {
+#ifdef ANNALS_BANK_WITH_XAPIAN
+  SECTION("search: owners by word and word prefix, ranked, ignoring case and accents") {
     auto found = expect(c, 200, "GET", "/search?owner=ada&fresh=1");
     CHECK(num(found, "offset") == head_offset(c));
     std::vector<std::string> ids;
+    double last_score = 1e300;
     for (const auto& h : arr(found, "hits")) {
       ids.push_back(str(obj(h), "id"));
       CHECK_FALSE(flag(obj(h), "closed"));
+      const auto& score = field(obj(h), "score");
+      REQUIRE(score.is_double());
+      CHECK(score.as_double() > 0);
+      CHECK(score.as_double() <= last_score); // best first
+      last_score = score.as_double();
     }
+    // The word "ada" itself ranks above "Adams", which it only begins; equal scores go in
+    // id order.
     CHECK(ids == std::vector<std::string>{"rm-a", "rm-c", "rm-e"});
     CHECK(str(obj(arr(found, "hits")[1]), "owner") == "ada byron");
+    CHECK(field(obj(arr(found, "hits")[0]), "score").as_double()
+          > field(obj(arr(found, "hits")[2]), "score").as_double());
 
     auto limited = expect(c, 200, "GET", "/search?owner=ADA&limit=1&fresh=1");
     REQUIRE(arr(limited, "hits").size() == 1);
@@ -481,8 +492,35 @@ TEST_CASE("annals-bank: the balances, statement and owner read models", "[servic
     CHECK(str(obj(arr(dora, "hits")[0]), "id") == "rm-d");
     CHECK(flag(obj(arr(dora, "hits")[0]), "closed"));
 
+    // Typing the beginning of a name finds it.
+    auto lov = expect(c, 200, "GET", "/search?owner=lov&fresh=1");
+    REQUIRE(arr(lov, "hits").size() == 1);
+    CHECK(str(obj(arr(lov, "hits")[0]), "owner") == "Ada Lovelace");
+
+    // Accents and case fold away on both sides; closing updates the document.
+    open_account(c, "rm-f", "Jos\u00e9 N\u00fa\u00f1ez");
+    for (auto q : {"jose", "JOSE%20nunez", "Jos%C3%A9", "N%C3%9A%C3%91", "n%C3%BA"}) {
+      auto r = expect(c, 200, "GET", std::string{"/search?fresh=1&owner="} + q);
+      INFO(q);
+      REQUIRE(arr(r, "hits").size() == 1);
+      CHECK(str(obj(arr(r, "hits")[0]), "id") == "rm-f");
+      CHECK(str(obj(arr(r, "hits")[0]), "owner") == "Jos\u00e9 N\u00fa\u00f1ez");
+      CHECK_FALSE(flag(obj(arr(r, "hits")[0]), "closed"));
+    }
+    expect(c, 200, "POST", "/accounts/rm-f/close");
+    auto closed = expect(c, 200, "GET", "/search?owner=nunez&fresh=1");
+    CHECK(num(closed, "offset") == head_offset(c));
+    REQUIRE(arr(closed, "hits").size() == 1);
+    CHECK(flag(obj(arr(closed, "hits")[0]), "closed"));
+
     CHECK(arr(expect(c, 200, "GET", "/search?owner=zebra&fresh=1"), "hits").empty());
+    CHECK(arr(expect(c, 200, "GET", "/search?owner=ada%20zebra&fresh=1"), "hits").empty());
   }
+#else
+  SECTION("search: 501 without Xapian") {
+    expect_error(c, 501, "search_unavailable", "GET", "/search?owner=ada");
+  }
+#endif
 }
 
 TEST_CASE("annals-bank: transfers complete, compensate and validate", "[service]") {
@@ -722,6 +760,29 @@ TEST_CASE("annals-bank: a football match from schedule to full time", "[service]
   CHECK(num(obj(final_state, "state"), "substitutions_home") == 5);
   expect_error(c, 404, "not_found", "GET", m + "/state?at=" + std::to_string(match_events + 1));
 
+#ifdef ANNALS_BANK_WITH_XAPIAN
+  // Matches are found by team and by every player named in their events.
+  auto by_player = expect(c, 200, "GET", "/search?match=rashf&fresh=1");
+  CHECK(num(by_player, "offset") == head_offset(c));
+  REQUIRE(arr(by_player, "hits").size() == 1);
+  const auto& hit = obj(arr(by_player, "hits")[0]);
+  CHECK(str(hit, "id") == "m-1");
+  CHECK(str(hit, "home") == "Rovers");
+  CHECK(str(hit, "away") == "United");
+  std::set<std::string> players;
+  for (const auto& p : arr(hit, "players"))
+    players.insert(std::string{p.as_string()});
+  CHECK(players.count("Kane") == 1);
+  CHECK(players.count("Keane") == 1);
+  CHECK(players.count("Rashford") == 1);
+  CHECK(field(hit, "score").is_double());
+  auto by_team = expect(c, 200, "GET", "/search?match=town&fresh=1");
+  REQUIRE(arr(by_team, "hits").size() == 1);
+  CHECK(str(obj(arr(by_team, "hits")[0]), "id") == "m-2");
+  // Accounts and matches are searched apart.
+  CHECK(arr(expect(c, 200, "GET", "/search?owner=rovers&fresh=1"), "hits").empty());
+#endif
+
   auto board = expect(c, 200, "GET", "/matches?fresh=1");
   CHECK(num(board, "offset") == head_offset(c));
   std::map<std::string, json::object> lines;
@@ -777,7 +838,11 @@ TEST_CASE("annals-bank: health and metrics", "[service]") {
       CHECK(num(proj, "lag") == 0);
     }
   }
-  CHECK(names == std::set<std::string>{"balances", "statement", "owners", "scoreboard", "scorers"});
+#ifdef ANNALS_BANK_WITH_XAPIAN
+  CHECK(names == std::set<std::string>{"balances", "statement", "search", "scoreboard", "scorers"});
+#else
+  CHECK(names == std::set<std::string>{"balances", "statement", "scoreboard", "scorers"});
+#endif
 
   auto r = call(c, "GET", "/metrics");
   REQUIRE(r.status == 200);
@@ -956,8 +1021,8 @@ TEST_CASE("annals-bank: every error code, and no refused request writes to the j
           "/accounts/err-a/events?limit=1001", "/accounts/err-a/events?limit=5x",
           "/accounts/err-a/events?from=0", "/accounts/err-a/events?from=-1",
           "/accounts/err-a/state?at=abc", "/accounts/err-a/state?at=0", "/accounts?limit=abc",
-          "/accounts?limit=0", "/scorers?limit=abc", "/search",
-          "/search?owner=", "/search?owner=x&limit=abc"})
+          "/accounts?limit=0", "/scorers?limit=abc", "/search", "/search?owner=",
+          "/search?owner=x&limit=abc", "/search?owner=x&match=y", "/search?match="})
       expect_error(c, 400, "invalid_query", "GET", target);
   }
 

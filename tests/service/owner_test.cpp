@@ -1,6 +1,7 @@
 // One annals-bank owns its SQLite journal: a second one on the same file exits at once
 // with a message naming the file and the owner, while the first keeps serving; a kill -9
-// leaves no lock behind, so a new service starts on the file at once.
+// leaves no lock behind, so a new service starts on the file at once. Likewise a second
+// service on the first one's search index exits naming the index's directory.
 
 #include <catch2/catch.hpp>
 
@@ -81,3 +82,26 @@ TEST_CASE("annals-bank: after the owner is killed -9, a new service starts on th
   // A clean stop removes the lock file.
   CHECK_FALSE(std::filesystem::exists(svc.db_path() + ".owner"));
 }
+
+#ifdef ANNALS_BANK_WITH_XAPIAN
+TEST_CASE("annals-bank: a second service on the same search index exits non-zero naming its "
+          "directory, and the first keeps serving",
+          "[service][owner]") {
+  service_process first;
+  auto c = first.client();
+  expect(c, 201, "POST", "/accounts", R"({"id":"a","owner":"Ada"})");
+  // Its own journal file, the first one's index (the default: beside the first's file).
+  auto index = first.db_path() + ".search";
+  service_process second{std::string{}};
+  second.add_args({"--search-dir", index});
+  auto code = second.run_expecting_exit();
+  auto text = second.output();
+  INFO(text);
+  CHECK(code == 1);
+  CHECK_THAT(text, Catch::Contains("the search index " + index + " is locked by another writer"));
+  auto found = expect(c, 200, "GET", "/search?owner=ada&fresh=1");
+  CHECK_THAT(found, Catch::Contains(R"("id":"a")"));
+  c.close();
+  CHECK(first.terminate() == 0);
+}
+#endif

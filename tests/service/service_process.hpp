@@ -129,6 +129,11 @@ public:
     dir_ = pattern;
   }
 
+  /// Arguments added to the command line of every later start (e.g. `--search-dir DIR`).
+  void add_args(std::vector<std::string> args) {
+    extra_args_.insert(extra_args_.end(), args.begin(), args.end());
+  }
+
   /// SIGKILLs the child if it still runs and removes the directory.
   ~service_process() {
     cleanup();

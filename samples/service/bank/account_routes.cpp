@@ -4,12 +4,13 @@
 #include <variant>
 #include <vector>
 
-#include <boost/json/array.hpp>
-
 #include "account/account.hpp"
 #include "service/bank/history_routes.hpp"
 #include "service/bank/request_fields.hpp"
 #include "service/bank/routes.hpp"
+#ifdef ANNALS_BANK_WITH_XAPIAN
+#include "service/bank/search_index.hpp"
+#endif
 
 namespace service {
 
@@ -95,21 +96,35 @@ void add_account_routes(bank_context& ctx) {
       return json_response(200, ctx.models->statement(id));
     });
   });
+  // GET /search?owner=TEXT (accounts) or ?match=TEXT (football matches, by team or player).
   routes.add("GET", {"search"}, [&ctx](req_t req, args_t, resp_t respond) {
-    auto i = req.query.find("owner");
-    if (i == req.query.end() || i->second.empty())
-      throw api_error{400, "invalid_query", "query parameter 'owner' is required"};
-    auto needle = i->second;
+    auto owner = req.query.find("owner");
+    auto match = req.query.find("match");
+    if ((owner == req.query.end()) == (match == req.query.end()))
+      throw api_error{400, "invalid_query",
+                      "give one of the query parameters 'owner' (accounts) or 'match' (matches)"};
+    auto i = owner != req.query.end() ? owner : match;
+    if (i->second.empty())
+      throw api_error{400, "invalid_query", "query parameter '" + i->first + "' is empty"};
+    auto text = i->second;
+    bool accounts = i == owner;
     auto limit = query_number(req, "limit", 50, 1, 1000);
-    ctx.on_worker(respond, [&ctx, req, needle, limit] {
-      ctx.maybe_fresh(req, "owners");
-      json::array hits;
-      for (const auto& hit : ctx.owners->search(needle, limit))
-        hits.push_back(
-          json::object{{"id", hit.account_id}, {"owner", hit.owner}, {"closed", hit.closed}});
-      return json_response(
-        200, json::object{{"offset", ctx.owners->offset()}, {"hits", std::move(hits)}});
+#ifdef ANNALS_BANK_WITH_XAPIAN
+    ctx.on_worker(respond, [&ctx, req, text, accounts, limit] {
+      ctx.maybe_fresh(req, "search");
+      return json_response(200, accounts ? search_accounts(ctx.search_dir, text, limit)
+                                         : search_matches(ctx.search_dir, text, limit));
     });
+#else
+    (void)ctx;
+    (void)respond;
+    (void)text;
+    (void)accounts;
+    (void)limit;
+    throw api_error{501, "search_unavailable",
+                    "this annals-bank was built without Xapian (libxapian-dev missing at "
+                    "configure time)"};
+#endif
   });
 }
 

@@ -17,7 +17,6 @@
 
 #include <caf/actor_system.hpp>
 
-#include "account/owner_index.hpp"
 #include "annals/actors/host.hpp"
 #include "annals/actors/projection.hpp"
 #include "annals/persistence/journal.hpp"
@@ -47,7 +46,9 @@ struct bank_context {
   /// Closes the journal (every backend has a `close`, none in the `journal` interface).
   std::function<void()> close_journal;
   std::unique_ptr<annals::actors::host> host;
-  std::shared_ptr<bank::owner_index> owners = std::make_shared<bank::owner_index>();
+  /// The search index's directory (`bank_options::search_dir` or its default); empty when
+  /// annals-bank is built without Xapian (GET /search then answers 501).
+  std::string search_dir;
   std::shared_ptr<match::scoreboard_projection> board =
     std::make_shared<match::scoreboard_projection>();
   std::shared_ptr<match::top_scorers_projection> scorers =
@@ -58,7 +59,7 @@ struct bank_context {
   /// model cannot be read.
   std::function<match::scoreboard_projection::board_t()> read_board;
   std::function<match::top_scorers_projection::top_t(std::size_t n)> read_scorers;
-  /// balances, statement, owners, scoreboard, scorers
+  /// balances, statement, search, scoreboard, scorers
   std::vector<annals::actors::projection> projections;
   std::unique_ptr<read_models> models;
   std::unique_ptr<worker_pool> workers;
