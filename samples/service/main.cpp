@@ -38,6 +38,9 @@
 #include "annals/tools/cli.hpp"
 #include "match/match.hpp"
 #include "service/bank_service.hpp"
+#ifdef ANNALS_BANK_WITH_XAPIAN
+#include "service/bank/search_index.hpp"
+#endif
 #include "service/http.hpp"
 
 namespace {
@@ -118,6 +121,14 @@ int admin(int argc, char** argv) {
     "balances", [] { return std::make_shared<bank::balances_projection>(); }, accounts);
   tool.register_projection(
     "statement", [] { return std::make_shared<bank::statement_projection>(); }, accounts);
+#ifdef ANNALS_BANK_WITH_XAPIAN
+  // The search index beside the journal file, as the service keeps it by default.
+  tool.register_sink(
+    "search",
+    [](const std::string& db) -> caf::expected<std::shared_ptr<annals::actors::projection_sink>> {
+      return service::make_search_sink(db + ".search");
+    });
+#endif
   return tool.run(argc, argv, std::cout, std::cerr);
 }
 

@@ -219,6 +219,12 @@ aa::projection spawn_search_projection(caf::actor_system& sys,
     aa::xapian_projection_options{.name = std::string{search_projection_name}, .path = dir});
 }
 
+std::shared_ptr<aa::projection_sink> make_search_sink(const std::string& dir) {
+  return aa::make_xapian_sink(
+    std::make_shared<search_projection>(),
+    aa::xapian_projection_options{.name = std::string{search_projection_name}, .path = dir});
+}
+
 json::object search_accounts(const std::string& dir, std::string_view text, std::uint64_t limit) {
   return run_search(dir, account_kind, text, limit);
 }

@@ -12,6 +12,7 @@
 // journal offset that commit holds.
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,7 @@
 #include <caf/error.hpp>
 
 #include "annals/actors/projection.hpp"
+#include "annals/actors/projection_sink.hpp"
 #include "annals/persistence/journal.hpp"
 
 namespace service {
@@ -35,6 +37,10 @@ caf::error create_search_index(const std::string& dir);
 annals::actors::projection spawn_search_projection(caf::actor_system& sys,
                                                    annals::persistence::journal_ptr journal,
                                                    const std::string& dir);
+
+/// The sink of the projection "search" into the index `dir`, for `annals-bank admin rebuild
+/// --projection search` (rebuilt in place: reset, then the whole journal).
+std::shared_ptr<annals::actors::projection_sink> make_search_sink(const std::string& dir);
 
 /// {"offset", "hits": [{"id", "owner", "closed", "score"}]}: the accounts whose owner
 /// matches `text`, best first, at most `limit`. 400 "invalid_query" for a text without
