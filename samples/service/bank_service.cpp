@@ -12,6 +12,7 @@
 #include "account/account.hpp"
 #include "account/balances.hpp"
 #include "account/statement.hpp"
+#include "account/statement_files.hpp"
 #include "account/transfer.hpp"
 #include "match/match.hpp"
 #include "service/bank/context.hpp"
@@ -163,6 +164,11 @@ struct bank_service::impl {
         aa::spawn_projection(sys, ctx.journal, std::make_shared<bank::statement_projection>(),
                              {.name = "statement", .path = path, .filter = accounts}));
     }
+    if (!ctx.opts.statements_dir.empty())
+      projections.push_back(aa::spawn_projection(
+        sys, ctx.journal, std::make_shared<bank::statement_files>(),
+        aa::file_projection_options{
+          .name = "statement-files", .directory = ctx.opts.statements_dir, .filter = accounts}));
     projections.push_back(aa::spawn_projection(
       sys, ctx.journal, ctx.owners, aa::projection_options{.name = "owners", .filter = accounts}));
     projections.push_back(

@@ -31,6 +31,10 @@ struct bank_options {
   /// `postgresql://USER@HOST:PORT/DB` (a libpq URI); with either the read models stay in
   /// `db_path`. Each needs annals built with that journal.
   std::string journal;
+  /// If not empty: also keep each account's statement as a JSON-lines file
+  /// `<account id>.jsonl` in this directory (created if missing), through a files
+  /// projection named `statement-files` (samples/account/statement_files.hpp).
+  std::string statements_dir;
   /// How long a command may take before the client gets 504 `timeout`.
   std::chrono::milliseconds command_timeout{10'000};
   /// Threads that answer queries (journal reads, read models, metrics).

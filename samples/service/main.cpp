@@ -1,6 +1,7 @@
 // annals-bank: the bank and football service over HTTP/1.1 + JSON.
 //
 //   annals-bank [--db PATH] [--journal URI] [--port N] [--host ADDR] [--threads N]
+//               [--statements-dir DIR]
 //   annals-bank admin <subcommand> ...   (the annals tool with the bank's types registered)
 //
 // Prints "annals-bank listening on http://ADDR:PORT" once it serves (with --port 0 the
@@ -9,6 +10,8 @@
 // JetStream and the read models in the --db file; --journal postgresql://USER@HOST:PORT/DB
 // keeps the journal and the balances and statement read models in PostgreSQL. SIGTERM or SIGINT:
 // stop accepting connections, finish the commands in flight, answer them, exit 0.
+// --statements-dir DIR also keeps each account's statement as DIR/<account id>.jsonl
+// (one JSON line per event), exactly once per file across crashes.
 
 #include <csignal>
 #include <cstdio>
@@ -43,6 +46,7 @@ struct flags {
   std::string host = "127.0.0.1";
   unsigned short port = 8080;
   std::size_t threads = 2;
+  std::string statements_dir; // empty: no statement files
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -50,7 +54,7 @@ struct flags {
     stderr,
     "annals-bank: %s\n"
     "usage: annals-bank [--db PATH] [--journal URI] [--port N] [--host ADDR] "
-    "[--threads N]\n"
+    "[--threads N] [--statements-dir DIR]\n"
     "       URI: sqlite:PATH | nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]\n"
     "            | postgresql://USER@HOST:PORT/DB\n"
     "       annals-bank admin <subcommand> ...  (annals-bank admin --help)\n",
@@ -84,6 +88,8 @@ flags parse(int argc, char** argv) {
       f.host = value();
     else if (a == "--port")
       f.port = static_cast<unsigned short>(number(a, value(), 65535));
+    else if (a == "--statements-dir")
+      f.statements_dir = value();
     else if (a == "--threads")
       f.threads = number(a, value(), 64);
     else if (a == "--help" || a == "-h")
@@ -129,7 +135,8 @@ int main(int argc, char** argv) {
   caf::actor_system sys{cfg};
 
   auto where = f.journal.empty() ? f.db : annals::persistence::redact_secrets(f.journal);
-  auto app = service::bank_service::open(sys, {.db_path = f.db, .journal = f.journal});
+  auto app = service::bank_service::open(
+    sys, {.db_path = f.db, .journal = f.journal, .statements_dir = f.statements_dir});
   if (!app) {
     std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", where.c_str(),
                  annals::render(app.error()).c_str());
