@@ -139,6 +139,7 @@ caf::error write_atomic(const std::string& dir, std::string_view name, std::stri
     ::unlink(tmp.c_str());
     return model_error("cannot close '" + tmp + "': " + errno_text(err));
   }
+  failpoint("before_rename");
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     auto err = errno;
     ::unlink(tmp.c_str());

@@ -6,6 +6,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -59,6 +60,16 @@ struct child {
   }
 };
 
+/// Files named `.*.tmp` in `dir`.
+int temporary_files(const std::string& dir) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator{dir}) {
+    auto name = entry.path().filename().string();
+    n += name.starts_with(".") && name.ends_with(".tmp");
+  }
+  return n;
+}
+
 } // namespace
 
 TEST_CASE("files projected by a process killed at any moment are never torn or doubled, and "
@@ -97,7 +108,15 @@ TEST_CASE("files projected by a process killed at any moment are never torn or d
   }
   CHECK(ahead_seen);
 
-  // 2. SIGKILL at random moments.
+  // 2. A write cut off before its rename leaves a temporary file, never part of the model;
+  //    the next start removes it.
+  auto status_tmp = child::start(args, "before_rename:5").wait();
+  REQUIRE(WIFEXITED(status_tmp));
+  REQUIRE(WEXITSTATUS(status_tmp) == 86);
+  REQUIRE(files_test::check_statements(dir, expected) == "");
+  CHECK(temporary_files(dir) > 0);
+
+  // 3. SIGKILL at random moments.
   std::mt19937 rng{7};
   int killed_running = 0;
   for (int round = 0; round < 12; ++round) {
@@ -117,12 +136,13 @@ TEST_CASE("files projected by a process killed at any moment are never torn or d
                       << *annals::actors::read_stored_offset(dir) << " of " << head);
   CHECK(killed_running > 0);
 
-  // 3. A run left alone reaches the head, with every file complete.
+  // 4. A run left alone reaches the head, with every file complete and no temporary file.
   auto status = child::start(args, "").wait();
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
   CHECK(*annals::actors::read_stored_offset(dir) == head);
   CHECK(files_test::check_statements(dir, expected) == "");
+  CHECK(temporary_files(dir) == 0);
   for (const auto& [name, lines] : expected) {
     auto f = annals::actors::read_model_file(dir, name);
     REQUIRE(f);

@@ -264,3 +264,19 @@ TEST_CASE("a files sink whose stored offset moved stops with offset_moved and wr
   CHECK(out.applied == 0);
   CHECK(read_model_file(dir, "acc-0.jsonl")->offset <= 5);
 }
+
+TEST_CASE("a files handler writing to a file that is not a model file stops, naming the file") {
+  temp_dir tmp;
+  auto dir = tmp.file("model");
+  std::filesystem::create_directory(dir);
+  { std::ofstream{dir + "/notes.txt"} << "written by hand\n"; }
+  actors::actor_system sys;
+  auto j = open_journal(tmp);
+  REQUIRE(files_test::write_history(*j, 1, 2, 10).empty());
+  auto h = std::make_shared<scripted_files>();
+  h->script = [](file_batch& files, const event_record&) { files.append_line("notes.txt", "x"); };
+  auto p = spawn_projection(sys, j, h, {.name = "hand", .directory = dir, .fsync = false});
+  auto err = error_of(p, head_of(*j));
+  CHECK_THAT(err, Catch::Contains("notes.txt") && Catch::Contains("not a model file"));
+  CHECK(persistence::test::slurp(dir + "/notes.txt") == "written by hand\n");
+}
