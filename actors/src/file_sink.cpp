@@ -266,6 +266,10 @@ public:
   batch_outcome apply(std::span<const persistence::event_record> batch,
                       std::uint64_t prev) override {
     batch_outcome out{prev, 0, {}};
+    if (lock_fd_ < 0) {
+      out.err = fail("the sink is not open (its lock is not held)");
+      return out;
+    }
     auto stored = load_offset(opts_.directory);
     if (!stored || stored->offset != prev || stored->resetting) {
       out.err = stored ? offset_moved_error(opts_.name, opts_.directory, prev, stored->offset)
@@ -326,6 +330,8 @@ public:
   }
 
   caf::error reset() override {
+    if (lock_fd_ < 0)
+      return fail("the sink is not open (its lock is not held)");
     if (auto err = save_offset(opts_.directory, 0, true, opts_.fsync))
       return prefixed(std::move(err));
     return finish_reset();
