@@ -15,6 +15,7 @@
 #include "account/account.hpp"
 #include "account/balances.hpp"
 #include "account/statement.hpp"
+#include "account/statement_files.hpp"
 #include "account/transfer.hpp"
 #include "annals/persistence/redact.hpp"
 #include "match/match.hpp"
@@ -185,6 +186,11 @@ struct bank_service::impl {
         aa::spawn_projection(sys, ctx.journal, std::make_shared<bank::statement_projection>(),
                              {.name = "statement", .path = path, .filter = accounts}));
     }
+    if (!ctx.opts.statements_dir.empty())
+      projections.push_back(aa::spawn_projection(
+        sys, ctx.journal, std::make_shared<bank::statement_files>(),
+        aa::file_projection_options{
+          .name = "statement-files", .directory = ctx.opts.statements_dir, .filter = accounts}));
 #ifdef ANNALS_BANK_WITH_XAPIAN
     projections.push_back(spawn_search_projection(sys, ctx.journal, ctx.search_dir));
 #endif

@@ -39,6 +39,10 @@ struct bank_options {
   /// The search index's directory (GET /search; the Xapian projection "search"): empty for
   /// `db_path` + ".search", next to the read models' file, whichever the journal.
   std::string search_dir;
+  /// If not empty: also keep each account's statement as a JSON-lines file
+  /// `<account id>.jsonl` in this directory (created if missing), through a files
+  /// projection named `statement-files` (samples/account/statement_files.hpp).
+  std::string statements_dir;
   /// How long a command may take before the client gets 504 `timeout`.
   std::chrono::milliseconds command_timeout{10'000};
   /// Threads that answer queries (journal reads, read models, metrics).

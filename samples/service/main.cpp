@@ -1,7 +1,7 @@
 // annals-bank: the bank and football service over HTTP/1.1 + JSON.
 //
-//   annals-bank [--db PATH] [--journal URI] [--search-dir DIR] [--redis URL] [--port N]
-//               [--host ADDR] [--threads N]
+//   annals-bank [--db PATH] [--journal URI] [--search-dir DIR] [--redis URL]
+//               [--statements-dir DIR] [--port N] [--host ADDR] [--threads N]
 //   annals-bank admin <subcommand> ...   (the annals tool with the bank's types registered)
 //
 // Prints "annals-bank listening on http://ADDR:PORT" once it serves (with --port 0 the
@@ -14,6 +14,8 @@
 // --search-dir, by default the --db path with ".search" appended, whichever the journal.
 // SIGTERM or SIGINT:
 // stop accepting connections, finish the commands in flight, answer them, exit 0.
+// --statements-dir DIR also keeps each account's statement as DIR/<account id>.jsonl
+// (one JSON line per event), exactly once per file across crashes.
 
 #include <csignal>
 #include <cstdio>
@@ -53,6 +55,7 @@ struct flags {
   std::string host = "127.0.0.1";
   unsigned short port = 8080;
   std::size_t threads = 2;
+  std::string statements_dir; // empty: no statement files
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -60,7 +63,7 @@ struct flags {
     stderr,
     "annals-bank: %s\n"
     "usage: annals-bank [--db PATH] [--journal URI] [--search-dir DIR] [--redis URL] "
-    "[--port N] [--host ADDR] [--threads N]\n"
+    "[--statements-dir DIR] [--port N] [--host ADDR] [--threads N]\n"
     "       URL: redis://HOST:PORT[/DB] (the scoreboard and top scorers in Redis)\n"
     "       URI: sqlite:PATH | nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]\n"
     "            | postgresql://USER@HOST:PORT/DB\n"
@@ -99,6 +102,8 @@ flags parse(int argc, char** argv) {
       f.host = value();
     else if (a == "--port")
       f.port = static_cast<unsigned short>(number(a, value(), 65535));
+    else if (a == "--statements-dir")
+      f.statements_dir = value();
     else if (a == "--threads")
       f.threads = number(a, value(), 64);
     else if (a == "--help" || a == "-h")
@@ -153,7 +158,11 @@ int main(int argc, char** argv) {
 
   auto where = f.journal.empty() ? f.db : annals::persistence::redact_secrets(f.journal);
   auto app = service::bank_service::open(
-    sys, {.db_path = f.db, .journal = f.journal, .redis = f.redis, .search_dir = f.search_dir});
+    sys, {.db_path = f.db,
+          .journal = f.journal,
+          .redis = f.redis,
+          .search_dir = f.search_dir,
+          .statements_dir = f.statements_dir});
   if (!app) {
     std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", where.c_str(),
                  annals::render(app.error()).c_str());

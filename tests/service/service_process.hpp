@@ -120,6 +120,30 @@ public:
     }
   }
 
+  /// Asks for a service that also keeps statement files (`--statements-dir`).
+  struct with_statement_files {};
+
+  /// Creates the directory and starts the service on a fresh journal, with
+  /// `--statements-dir statements_dir()`.
+  explicit service_process(with_statement_files) : statement_files_(true) {
+    char pattern[] = "/tmp/annals-bank-test-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr)
+      throw std::runtime_error{std::string{"mkdtemp: "} + std::strerror(errno)};
+    dir_ = pattern;
+    journal_ = fresh_journal_uri();
+    try {
+      start();
+    } catch (...) {
+      cleanup();
+      throw;
+    }
+  }
+
+  /// Where a service made `with_statement_files` keeps them.
+  std::string statements_dir() const {
+    return (dir_ / "statements").string();
+  }
+
   /// Creates the directory for a service on the journal `db` (e.g. another fixture's
   /// `db_path()`) without starting it: `run_expecting_exit` starts it.
   explicit service_process(std::string db) : db_(std::move(db)) {
@@ -299,6 +323,10 @@ private:
       args.emplace_back("--journal");
       args.push_back(journal_);
     }
+    if (statement_files_) {
+      args.emplace_back("--statements-dir");
+      args.push_back(statements_dir());
+    }
     args.insert(args.end(), extra_args_.begin(), extra_args_.end());
     std::vector<char*> argv;
     for (auto& a : args)
@@ -378,6 +406,7 @@ private:
   pid_t pid_ = -1;
   unsigned short port_ = 0;
   int runs_ = 0;
+  bool statement_files_ = false;
 };
 
 } // namespace service_test
