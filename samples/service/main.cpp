@@ -157,12 +157,11 @@ int main(int argc, char** argv) {
   caf::actor_system sys{cfg};
 
   auto where = f.journal.empty() ? f.db : annals::persistence::redact_secrets(f.journal);
-  auto app = service::bank_service::open(
-    sys, {.db_path = f.db,
-          .journal = f.journal,
-          .redis = f.redis,
-          .search_dir = f.search_dir,
-          .statements_dir = f.statements_dir});
+  auto app = service::bank_service::open(sys, {.db_path = f.db,
+                                               .journal = f.journal,
+                                               .redis = f.redis,
+                                               .search_dir = f.search_dir,
+                                               .statements_dir = f.statements_dir});
   if (!app) {
     std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", where.c_str(),
                  annals::render(app.error()).c_str());
