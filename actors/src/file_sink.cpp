@@ -482,8 +482,8 @@ void file_projection_handler::reset() {
   // nothing to clear by default
 }
 
-std::shared_ptr<projection_sink> make_file_sink(file_projection_options opts,
-                                                std::shared_ptr<file_projection_handler> handler) {
+std::shared_ptr<projection_sink> make_file_sink(std::shared_ptr<file_projection_handler> handler,
+                                                file_projection_options opts) {
   return std::make_shared<file_sink>(std::move(opts), std::move(handler));
 }
 
@@ -492,7 +492,7 @@ projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr jou
                             file_projection_options opts) {
   sink_options so{opts.name, opts.page_size, opts.max_queued_batches};
   return spawn_projection(sys, std::move(journal),
-                          make_file_sink(std::move(opts), std::move(handler)), std::move(so));
+                          make_file_sink(std::move(handler), std::move(opts)), std::move(so));
 }
 
 caf::expected<model_file> read_model_file(const std::string& directory, std::string_view name) {

@@ -113,7 +113,7 @@ TEST_CASE("a batch replayed after a crash before its offset was stored changes n
   std::span<const event_record> all{*records};
   auto opts = statement_options(dir);
   {
-    auto sink = make_file_sink(opts, std::make_shared<bank::statement_files>());
+    auto sink = make_file_sink(std::make_shared<bank::statement_files>(), opts);
     CHECK(sink->guarantee() == delivery::exactly_once);
     REQUIRE(*sink->open() == 0);
     auto out = sink->apply(all.first(30), 0);
@@ -128,7 +128,7 @@ TEST_CASE("a batch replayed after a crash before its offset was stored changes n
   }
   auto before = read_model_file(dir, "acc-0.jsonl");
   REQUIRE(before);
-  auto sink = make_file_sink(opts, std::make_shared<bank::statement_files>());
+  auto sink = make_file_sink(std::make_shared<bank::statement_files>(), opts);
   REQUIRE(*sink->open() == (*records)[9].offset);
   auto out = sink->apply(all.subspan(10), (*records)[9].offset);
   REQUIRE_FALSE(out.err);
@@ -221,7 +221,7 @@ TEST_CASE("a files rebuild removes the model files, keeps other files, and repla
   // A reset interrupted after its mark: the next start finishes it.
   p.stop();
   { std::ofstream{dir + "/.annals-offset", std::ios::trunc} << "annals-offset 0 reset\n"; }
-  auto sink = make_file_sink(statement_options(dir), std::make_shared<bank::statement_files>());
+  auto sink = make_file_sink(std::make_shared<bank::statement_files>(), statement_options(dir));
   REQUIRE(*sink->open() == 0);
   CHECK_FALSE(std::filesystem::exists(dir + "/acc-0.jsonl"));
   CHECK(*read_stored_offset(dir) == 0);
@@ -254,7 +254,7 @@ TEST_CASE("a files sink whose stored offset moved stops with offset_moved and wr
   auto records = files_test::all_records(*j);
   REQUIRE(records);
   std::span<const event_record> all{*records};
-  auto sink = make_file_sink(statement_options(dir), std::make_shared<bank::statement_files>());
+  auto sink = make_file_sink(std::make_shared<bank::statement_files>(), statement_options(dir));
   REQUIRE(*sink->open() == 0);
   REQUIRE_FALSE(sink->apply(all.first(5), 0).err);
   { std::ofstream{dir + "/.annals-offset", std::ios::trunc} << "annals-offset 7\n"; }

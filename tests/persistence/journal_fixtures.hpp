@@ -24,6 +24,19 @@
 #include "annals/persistence/memory_journal.hpp"
 #include "annals/persistence/sqlite_journal.hpp"
 
+// 1 in a ThreadSanitizer build: tests that fork a child which starts threads skip
+// themselves there (TSan does not follow a process that starts threads after a fork).
+#if defined(__SANITIZE_THREAD__)
+#define ANNALS_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ANNALS_TEST_TSAN 1
+#endif
+#endif
+#ifndef ANNALS_TEST_TSAN
+#define ANNALS_TEST_TSAN 0
+#endif
+
 namespace annals::persistence::test {
 
 /// How long any single wait may take before the test fails; never reached when things work.

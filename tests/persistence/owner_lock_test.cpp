@@ -14,17 +14,6 @@ using namespace annals::persistence;
 using namespace annals::persistence::test;
 namespace fs = std::filesystem;
 
-#if defined(__SANITIZE_THREAD__)
-#define ANNALS_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define ANNALS_TEST_TSAN 1
-#endif
-#endif
-#ifndef ANNALS_TEST_TSAN
-#define ANNALS_TEST_TSAN 0
-#endif
-
 namespace {
 
 std::shared_ptr<sqlite_journal> open_journal(sqlite_options opts) {

@@ -194,7 +194,7 @@ struct file_projection_options {
 /// A sink that keeps `handler`'s model in `opts.directory`; for `spawn_projection` over a
 /// sink, or to test the sink directly.
 [[nodiscard]] std::shared_ptr<projection_sink>
-make_file_sink(file_projection_options opts, std::shared_ptr<file_projection_handler> handler);
+make_file_sink(std::shared_ptr<file_projection_handler> handler, file_projection_options opts);
 
 /// Starts a files projection of `journal` into `opts.directory`. Start-up errors (a
 /// directory in use by another instance, an unreadable offset) show up as state `failed`
