@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include "annals/actors/projection.hpp"
+#include "annals/actors/projection_sink.hpp"
 #include "internal/offsets_table.hpp"
 
 namespace annals::actors {
@@ -17,7 +18,7 @@ caf::error offset_store::advance(const std::string& projection, std::uint64_t ex
   if (!stored)
     return std::move(stored.error());
   if (*stored != expected)
-    return internal::offset_moved_error(projection, "its offset store", expected, *stored);
+    return offset_moved_error(projection, "its offset store", expected, *stored);
   return save(projection, offset);
 }
 
@@ -41,7 +42,7 @@ caf::error memory_offset_store::advance(const std::string& projection, std::uint
   std::lock_guard guard{mtx_};
   auto& stored = offsets_[projection];
   if (stored != expected)
-    return internal::offset_moved_error(projection, "its memory offset store", expected, stored);
+    return offset_moved_error(projection, "its memory offset store", expected, stored);
   stored = offset;
   return {};
 }
@@ -158,7 +159,7 @@ caf::error sqlite_offset_store::advance(const std::string& projection, std::uint
   auto stored = load(projection);
   if (!stored)
     return std::move(stored.error());
-  return internal::offset_moved_error(projection, impl_->path, expected, *stored);
+  return offset_moved_error(projection, impl_->path, expected, *stored);
 }
 
 } // namespace annals::actors

@@ -6,6 +6,7 @@
 
 #include "annals/actors/offset_store.hpp"
 #include "annals/actors/projection.hpp"
+#include "annals/actors/projection_sink.hpp"
 #include "internal/offsets_table.hpp"
 
 namespace annals::actors {

@@ -136,41 +136,27 @@ projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr jou
   if (!opts.offsets)
     opts.offsets = std::make_shared<memory_offset_store>();
   auto out = internal::make_handler_sink(opts.name, opts.filter, std::move(handler), opts.offsets);
-  return internal::make_projection(sys, opts.name,
-                                   {opts.name, std::move(journal), std::move(out),
-                                    std::max<std::size_t>(opts.page_size, 1),
-                                    opts.max_queued_batches});
+  return spawn_projection(sys, std::move(journal), std::move(out),
+                          sink_options{opts.name, opts.page_size, opts.max_queued_batches});
 }
 
 projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,
                             std::shared_ptr<sqlite_projection_handler> handler,
                             sqlite_projection_options opts) {
-  auto name = opts.name;
-  auto page = std::max<std::size_t>(opts.page_size, 1);
-  auto queued = opts.max_queued_batches;
+  sink_options so{opts.name, opts.page_size, opts.max_queued_batches};
   auto out = internal::make_sqlite_sink(std::move(opts), std::move(handler));
-  return internal::make_projection(sys, name,
-                                   {name, std::move(journal), std::move(out), page, queued});
+  return spawn_projection(sys, std::move(journal), std::move(out), std::move(so));
 }
 
 projection spawn_projection(caf::actor_system& sys, persistence::journal_ptr journal,
                             std::shared_ptr<projection_sink> sink, sink_options opts) {
-  return internal::make_projection(sys, opts.name,
-                                   {opts.name, std::move(journal), std::move(sink),
-                                    std::max<std::size_t>(opts.page_size, 1),
-                                    opts.max_queued_batches});
-}
-
-namespace internal {
-
-projection make_projection(caf::actor_system& sys, std::string name, projection_setup setup) {
   auto ptr = std::make_shared<projection::impl>();
   ptr->sys = &sys;
-  ptr->name = std::move(name);
-  ptr->hdl = spawn_projection_actor(sys, std::move(setup));
+  ptr->name = opts.name;
+  ptr->hdl = internal::spawn_projection_actor(
+    sys, {std::move(opts.name), std::move(journal), std::move(sink),
+          std::max<std::size_t>(opts.page_size, 1), opts.max_queued_batches});
   return projection{std::move(ptr)};
 }
-
-} // namespace internal
 
 } // namespace annals::actors

@@ -12,7 +12,6 @@
 
 #include <caf/error.hpp>
 
-#include "annals/actors/projection_sink.hpp"
 #include "annals/persistence/sqlite_format.hpp"
 
 namespace annals::actors::internal {
@@ -22,7 +21,5 @@ using persistence::sqlite_format::advance_offset_sql;
 using persistence::sqlite_format::insert_offset_sql;
 using persistence::sqlite_format::select_offset_sql;
 using persistence::sqlite_format::upsert_offset_sql;
-
-using actors::offset_moved_error;
 
 } // namespace annals::actors::internal

@@ -27,8 +27,4 @@ struct projection_setup {
 /// transactions may block on I/O without stalling the scheduler's threads).
 caf::actor spawn_projection_actor(caf::actor_system& sys, projection_setup setup);
 
-/// Spawns the actor and returns its owning handle: what every `spawn_projection` returns,
-/// whatever its sink.
-projection make_projection(caf::actor_system& sys, std::string name, projection_setup setup);
-
 } // namespace annals::actors::internal

@@ -19,8 +19,6 @@ namespace annals::actors::internal {
 /// The sink interface is public (annals/actors/projection_sink.hpp); the runtime's own
 /// sinks implement it like any other.
 using sink = projection_sink;
-using actors::current_exception_text;
-using actors::handler_error;
 
 /// At least once: hands each event that `filter` matches to `handler`, then advances the
 /// stored offset to the batch's last one in `offsets` by compare-and-set (a crash in between
