@@ -4,8 +4,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -211,12 +213,29 @@ TEST_CASE("a broker killed mid-run and restarted: the publisher retries, then go
   caf::actor_system sys{cfg};
   auto opts = w.options(nats.urls());
   opts.retry_for = 15s;
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::vector<std::string> failures;
+  opts.on_publish_failed = [&](const std::string& id, const std::string& subject,
+                               const std::string& error) {
+    std::lock_guard guard{mtx};
+    failures.push_back(id + " " + subject + ": " + error);
+    cv.notify_all();
+  };
   auto head = w.add_rounds(3);
   auto p = spawn(sys, w, opts);
   await_head(p, head);
 
   nats.server(0).kill9();
+  auto first_new = head + 1;
   head = w.add_rounds(3);
+  {
+    // The publisher tries while the server is down, and fails.
+    std::unique_lock lk{mtx};
+    REQUIRE(cv.wait_for(lk, 10s, [&] { return !failures.empty(); }));
+    CHECK_THAT(failures.front(), Catch::StartsWith("bank:" + std::to_string(first_new)
+                                                   + " bank.public.payments.AccountOpened: "));
+  }
   nats.server(0).start();
   REQUIRE(nats.server(0).wait_healthy());
   await_head(p, head);

@@ -5,6 +5,7 @@
 #include "annals/actors/nats_publisher.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstring>
 #include <mutex>
@@ -203,11 +204,12 @@ private:
     natsOptions_SetServers(o, curls.data(), static_cast<int>(curls.size()));
     natsOptions_SetMaxReconnect(o, -1);
     natsOptions_SetReconnectWait(o, 100);
-    natsOptions_SetTimeout(o, opts_.request_timeout.count());
+    natsOptions_SetTimeout(o, std::min<std::int64_t>(opts_.request_timeout.count(), 1'000));
     // Nothing is buffered while reconnecting: a publish then fails at once and is retried
     // by `publish`, instead of being sent later behind its back.
     natsOptions_SetReconnectBufSize(o, 1);
     natsOptions_SetSendAsap(o, true);
+    natsOptions_SetDisconnectedCB(o, &nats_publisher::on_disconnect, this);
     auto s = natsConnection_Connect(&nc_, o);
     natsOptions_Destroy(o);
     if (s != NATS_OK) {
@@ -294,6 +296,9 @@ private:
       std::optional<std::pair<std::size_t, std::string>> failed;
       if (auto err = connect())
         failed = std::pair{first, render(err)};
+      else if (natsConnection_Status(nc_) != NATS_CONN_STATUS_CONNECTED)
+        // A publish while reconnecting can block for the whole request timeout.
+        failed = std::pair{first, std::string{"not connected (reconnecting)"}};
       else if (opts_.mode == nats_publish_mode::core)
         failed = publish_core(msgs, subjects, first);
       else
@@ -301,6 +306,8 @@ private:
       if (!failed)
         return {};
       first = failed->first;
+      if (opts_.on_publish_failed)
+        opts_.on_publish_failed(msgs[first].id, subjects[first], failed->second);
       if (clock::now() + pause > deadline)
         return config_error(prefix() + "publishing message " + msgs[first].id + " to subject "
                             + subjects[first] + " failed: " + failed->second + "; gave up after "
@@ -379,10 +386,19 @@ private:
         break;
       }
     }
+    // Waits in slices: after a disconnect the acknowledgements of what was in flight never
+    // come (the server may not have the messages), so the round ends at once and the retry
+    // resends them; the server drops the ones it had by their ids.
+    auto disconnects = disconnects_.load();
+    auto wait_ms = opts_.request_timeout.count() + 1'000;
+    auto wait_until = clock::now() + std::chrono::milliseconds{wait_ms};
     jsPubOptions wait;
     jsPubOptions_Init(&wait);
-    wait.MaxWait = opts_.request_timeout.count() + 1'000;
-    if (js_PublishAsyncComplete(js_, &wait) != NATS_OK) {
+    wait.MaxWait = 50;
+    natsStatus done = NATS_TIMEOUT;
+    while (done != NATS_OK && clock::now() < wait_until && disconnects_.load() == disconnects)
+      done = js_PublishAsyncComplete(js_, &wait);
+    if (done != NATS_OK) {
       // Acknowledgements that come after this are dropped; those messages count as failed.
       natsMsgList pending;
       if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK)
@@ -395,11 +411,16 @@ private:
         continue;
       if (send_failure && send_failure->first <= i)
         return send_failure;
-      return std::pair{i, r.st == ack_result::state::failed
-                            ? r.error
-                            : "no acknowledgement within " + std::to_string(wait.MaxWait) + " ms"};
+      return std::pair{i, r.st == ack_result::state::failed ? r.error
+                          : disconnects_.load() != disconnects
+                            ? "disconnected before the acknowledgement"
+                            : "no acknowledgement within " + std::to_string(wait_ms) + " ms"};
     }
     return std::nullopt;
+  }
+
+  static void on_disconnect(natsConnection*, void* closure) {
+    ++static_cast<nats_publisher*>(closure)->disconnects_;
   }
 
   static void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
@@ -438,6 +459,7 @@ private:
   std::string offsets_path_;
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
+  std::atomic<std::uint64_t> disconnects_{0};
   std::mutex mtx_;
   std::vector<ack_result> results_;
   std::unordered_map<std::uint64_t, std::size_t> index_;

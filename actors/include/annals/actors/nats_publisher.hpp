@@ -112,6 +112,11 @@ struct nats_publisher_options {
   /// If set: called for each acknowledged JetStream publish with the message's position and
   /// whether the server had it already (a duplicate id). On a thread of the NATS client.
   std::function<void(std::uint64_t position, bool duplicate)> on_acknowledged;
+  /// If set: called for each failed attempt to publish (before the pause and the retry)
+  /// with the id and subject of the first message not acknowledged and the NATS error
+  /// text; for logs and metrics. On the projection's thread.
+  std::function<void(const std::string& id, const std::string& subject, const std::string& error)>
+    on_publish_failed;
   /// If set: called once every message of a batch was acknowledged (or flushed) and before
   /// its last offset is stored. For crash tests; on the projection's thread.
   std::function<void(std::uint64_t last_offset)> before_offset_stored;
