@@ -9,10 +9,7 @@
 ///
 /// ```cpp
 /// auto sink = annals::actors::make_nats_publisher(
-///   bank::public_contract(),
-///   {.servers = "nats://127.0.0.1:4222", .offsets_path = "bank.db"});
-/// if (!sink)
-///   return fail(annals::render(sink.error()));
+///   bank::public_contract(), {.servers = "nats://127.0.0.1:4222", .offsets_path = "bank.db"});
 /// auto proj = annals::actors::spawn_projection(sys, journal, *sink, {.name = "publisher"});
 /// ```
 ///
@@ -24,14 +21,12 @@
 /// Two modes:
 /// - `nats_publish_mode::jetstream` (the default): into a stream (default name
 ///   `<source>_public`, subjects `<subject_prefix>.>`, file storage, `replicas` copies),
-///   created if missing and used as it is if present. Up to `max_in_flight` messages are
-///   in flight at once; the batch counts as published once the server acknowledged every
-///   one of them (an acknowledgement of a duplicate `Nats-Msg-Id` counts: the message is
-///   already stored). Consumers read the stream with a durable consumer and miss nothing
-///   while they are down.
-/// - `nats_publish_mode::core`: plain NATS publishes followed by a flush (the server has
-///   received them). Nothing is stored: a subscriber that is not connected at that moment
-///   never sees the message. For consumers that only want live notifications.
+///   created if missing and used as it is if present. Up to `max_in_flight` messages in
+///   flight; a batch is published once the server acknowledged every message (a duplicate
+///   `Nats-Msg-Id` counts: it is stored); consumers that were away catch up from it.
+/// - `nats_publish_mode::core`: plain publishes and a flush (the server has them). Nothing
+///   is stored: a subscriber that is not connected then never sees the message; for
+///   consumers that only want live notifications.
 ///
 /// Offset: in the table `projection_offsets` of the SQLite file `offsets_path`, under the
 /// projection's `name` (`sqlite_offset_store`; it may be the file of the read models). It
@@ -42,16 +37,12 @@
 ///
 /// Guarantee: `delivery::at_least_once`. A crash after the acknowledgement and before the
 /// offset is stored publishes the messages since the stored offset again, with the same
-/// ids. JetStream drops those repeats itself within the stream's duplicate window
-/// (`duplicate_window`, acknowledging them as duplicates); past it, and always in core
-/// mode, consumers de-duplicate by `Nats-Msg-Id` (or keep the highest `position` they
-/// handled).
+/// ids. JetStream drops those repeats within the stream's duplicate window (acknowledging
+/// them as duplicates); past it, and in core mode, consumers de-duplicate by `Nats-Msg-Id`.
 ///
-/// Order: messages are sent in log order on one connection. A publish that fails while
-/// later ones of the same window were stored (only across a reconnect or a change of
-/// stream leader) is sent again after them; `max_in_flight = 1` keeps the stream in log
-/// order in that case too, at the cost of one round trip per message. Each message
-/// carries its `position` for consumers that must reorder.
+/// Order: log order on one connection. A publish that fails while later ones of its window
+/// were stored (a reconnect, a new stream leader) is resent after them; `max_in_flight = 1`
+/// rules that out at one round trip per message.
 ///
 /// Failures: an unreachable server or a failed publish is retried from the first message
 /// not acknowledged, with a growing pause, for up to `retry_for`; then the projection
@@ -104,7 +95,8 @@ struct nats_publisher_options {
   std::chrono::milliseconds duplicate_window{0};
   /// Most JetStream publishes waiting for their acknowledgement at once.
   std::size_t max_in_flight = 256;
-  /// How long the first connection, and each wait for acknowledgements, may take.
+  /// How long each wait for acknowledgements (or a flush) may take; a connection attempt
+  /// takes at most this or 1 s, whichever is less, and is repeated as `retry_for` allows.
   std::chrono::milliseconds request_timeout{5'000};
   /// How long a batch keeps retrying a lost server or a failed publish before the
   /// projection fails (`open` waits as long for a first connection).
