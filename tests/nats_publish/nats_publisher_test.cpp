@@ -317,6 +317,24 @@ TEST_CASE("in core mode the publisher delivers every public event to a plain sub
   CHECK(w.stored_offset() == head);
 }
 
+TEST_CASE("on a three-server cluster the publisher creates a stream with three replicas and "
+          "publishes into it",
+          "[nats][publisher][cluster]") {
+  pt::nats_cluster nats{3};
+  publish_world w;
+  auto head = w.add_rounds(3);
+  config cfg;
+  caf::actor_system sys{cfg};
+  auto opts = w.options(nats.urls());
+  opts.replicas = 3;
+  auto p = spawn(sys, w, opts);
+  await_head(p, head);
+  p.stop();
+  nats_test::reader r{nats.server(1).url()};
+  check_published(r.all(w.stream), w.expected());
+  CHECK(r.state(w.stream).replicas == 3);
+}
+
 TEST_CASE("the publish URL of annals-bank: servers, stream, replicas and mode", "[nats]") {
   auto o = aa::parse_nats_publish_url("nats://a:4222,b:4223?stream=S&replicas=3&mode=core",
                                       {.offsets_path = "x.db"});

@@ -30,6 +30,7 @@ struct stream_state {
   std::uint64_t last_seq = 0;
   std::int64_t created = 0;
   std::string subject; ///< its first subject
+  int replicas = 0;
 };
 
 inline void check(natsStatus s, const std::string& what) {
@@ -70,7 +71,8 @@ public:
     jsStreamInfo* si = nullptr;
     check(js_GetStreamInfo(&si, js_, stream.c_str(), nullptr, nullptr), "stream info " + stream);
     stream_state st{si->State.Msgs, si->State.LastSeq, si->Created,
-                    si->Config->SubjectsLen > 0 ? si->Config->Subjects[0] : ""};
+                    si->Config->SubjectsLen > 0 ? si->Config->Subjects[0] : "",
+                    static_cast<int>(si->Config->Replicas)};
     jsStreamInfo_Destroy(si);
     return st;
   }
