@@ -12,6 +12,10 @@
 #ifdef ANNALS_BANK_WITH_REDIS
 #include "service/bank/redis_read_models.hpp"
 #endif
+#ifdef ANNALS_BANK_WITH_NATS_PUBLISHER
+#include "account/public_contract.hpp"
+#include "annals/actors/nats_publisher.hpp"
+#endif
 #include "account/account.hpp"
 #include "account/balances.hpp"
 #include "account/statement.hpp"
@@ -194,6 +198,8 @@ struct bank_service::impl {
 #ifdef ANNALS_BANK_WITH_XAPIAN
     projections.push_back(spawn_search_projection(sys, ctx.journal, ctx.search_dir));
 #endif
+    if (auto err = start_publisher())
+      return err;
     if (!ctx.opts.redis.empty()) {
 #ifdef ANNALS_BANK_WITH_REDIS
       return start_redis_match_models(ctx);
@@ -212,6 +218,29 @@ struct bank_service::impl {
     ctx.read_board = [board = ctx.board] { return board->board(); };
     ctx.read_scorers = [scorers = ctx.scorers](std::size_t n) { return scorers->top(n); };
     return {};
+  }
+
+  /// With --publish: the bank's public events to NATS, the offset in the --db file.
+  caf::error start_publisher() {
+    if (ctx.opts.publish.empty())
+      return {};
+#ifdef ANNALS_BANK_WITH_NATS_PUBLISHER
+    auto opts = aa::parse_nats_publish_url(ctx.opts.publish,
+                                           {.name = "publisher", .offsets_path = ctx.opts.db_path});
+    if (!opts)
+      return std::move(opts.error());
+    auto sink = aa::make_nats_publisher(bank::public_contract(), std::move(*opts));
+    if (!sink)
+      return std::move(sink.error());
+    ctx.projections.push_back(aa::spawn_projection(ctx.sys, ctx.journal, std::move(*sink),
+                                                   aa::sink_options{.name = "publisher"}));
+    return {};
+#else
+    return annals::make_error(aa::projection_errc::read_model_failed,
+                              "--publish " + ctx.opts.publish
+                                + ": this annals-bank was built without NATS (libnats-dev "
+                                  "missing at configure time)");
+#endif
   }
 
   void dispatch(http::request req, http::responder respond) {

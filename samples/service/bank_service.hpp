@@ -43,6 +43,11 @@ struct bank_options {
   /// `<account id>.jsonl` in this directory (created if missing), through a files
   /// projection named `statement-files` (samples/account/statement_files.hpp).
   std::string statements_dir;
+  /// If not empty: publish the bank's public events (samples/account/public_contract.hpp)
+  /// to NATS, `nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N&mode=core]`, through
+  /// a projection named `publisher` whose offset is kept in `db_path`. Needs annals built
+  /// with the JetStream journal.
+  std::string publish;
   /// How long a command may take before the client gets 504 `timeout`.
   std::chrono::milliseconds command_timeout{10'000};
   /// Threads that answer queries (journal reads, read models, metrics).

@@ -1,7 +1,8 @@
 // annals-bank: the bank and football service over HTTP/1.1 + JSON.
 //
 //   annals-bank [--db PATH] [--journal URI] [--search-dir DIR] [--redis URL]
-//               [--statements-dir DIR] [--port N] [--host ADDR] [--threads N]
+//               [--statements-dir DIR] [--publish NATS-URL] [--port N] [--host ADDR]
+//               [--threads N]
 //   annals-bank admin <subcommand> ...   (the annals tool with the bank's types registered)
 //
 // Prints "annals-bank listening on http://ADDR:PORT" once it serves (with --port 0 the
@@ -16,6 +17,9 @@
 // stop accepting connections, finish the commands in flight, answer them, exit 0.
 // --statements-dir DIR also keeps each account's statement as DIR/<account id>.jsonl
 // (one JSON line per event), exactly once per file across crashes.
+// --publish nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N&mode=core] publishes the
+// bank's public events (samples/account/public_contract.hpp) to NATS through the projection
+// "publisher", its offset in the --db file.
 
 #include <csignal>
 #include <cstdio>
@@ -56,6 +60,7 @@ struct flags {
   unsigned short port = 8080;
   std::size_t threads = 2;
   std::string statements_dir; // empty: no statement files
+  std::string publish;        // empty: no public events published
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -63,8 +68,10 @@ struct flags {
     stderr,
     "annals-bank: %s\n"
     "usage: annals-bank [--db PATH] [--journal URI] [--search-dir DIR] [--redis URL] "
-    "[--statements-dir DIR] [--port N] [--host ADDR] [--threads N]\n"
+    "[--statements-dir DIR] [--publish NATS-URL] [--port N] [--host ADDR] [--threads N]\n"
     "       URL: redis://HOST:PORT[/DB] (the scoreboard and top scorers in Redis)\n"
+    "       NATS-URL: nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N&mode=core]\n"
+    "            (the bank's public events, to JetStream or with mode=core to plain NATS)\n"
     "       URI: sqlite:PATH | nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N]\n"
     "            | postgresql://USER@HOST:PORT/DB\n"
     "       annals-bank admin <subcommand> ...  (annals-bank admin --help)\n",
@@ -104,6 +111,8 @@ flags parse(int argc, char** argv) {
       f.port = static_cast<unsigned short>(number(a, value(), 65535));
     else if (a == "--statements-dir")
       f.statements_dir = value();
+    else if (a == "--publish")
+      f.publish = value();
     else if (a == "--threads")
       f.threads = number(a, value(), 64);
     else if (a == "--help" || a == "-h")
@@ -161,7 +170,8 @@ int main(int argc, char** argv) {
                                                .journal = f.journal,
                                                .redis = f.redis,
                                                .search_dir = f.search_dir,
-                                               .statements_dir = f.statements_dir});
+                                               .statements_dir = f.statements_dir,
+                                               .publish = f.publish});
   if (!app) {
     std::fprintf(stderr, "annals-bank: cannot open %s: %s\n", where.c_str(),
                  annals::render(app.error()).c_str());
