@@ -89,7 +89,7 @@ TEST_CASE("a mapped record that does not decode is an error naming its stream an
   auto c = bank_contract();
   auto msg = c.translate(record(9, "account|acc-7", 4, "bank.deposited", R"({"cents":"x"})"));
   REQUIRE_FALSE(msg);
-  CHECK(msg.error() == annals::persistence::journal_errc::corrupt_row);
+  CHECK(annals::is(msg.error(), annals::persistence::journal_errc::corrupt_row));
   auto text = annals::render(msg.error());
   CHECK(text.find("account|acc-7") != std::string::npos);
   CHECK(text.find("seq 4") != std::string::npos);
