@@ -207,6 +207,36 @@ TEST_CASE("annals-bank: a long poll on the feed that sees no commit answers an e
   CHECK(waited >= 900ms); // it did wait for the bound instead of answering at once
 }
 
+TEST_CASE("annals-bank: waiting long polls hold no HTTP thread: more of them than server "
+          "threads, and other requests are still answered",
+          "[service][feed]") {
+  service_process svc; // two server threads
+  auto c = svc.client();
+  open_account(c, "acc-1");
+  auto start = feed(c, "");
+  std::vector<std::future<page>> polls;
+  for (int i = 0; i < 4; ++i)
+    polls.push_back(std::async(std::launch::async, [&svc, after = start.next] {
+      auto pc = svc.client();
+      return read_page(expect(pc, 200, "GET", "/feed?wait=20&after=" + std::to_string(after), {},
+                              std::chrono::seconds{25}));
+    }));
+  // Answered while the polls wait (were they holding both threads, it would wait for them).
+  for (int i = 0; i < 3; ++i) {
+    auto other = svc.client();
+    expect(other, 200, "GET", "/feed/contract");
+  }
+  for (auto& p : polls)
+    CHECK(p.wait_for(0s) == std::future_status::timeout);
+  deposit(c, "acc-1", 5);
+  for (auto& p : polls) {
+    REQUIRE(p.wait_for(std::chrono::seconds{25}) == std::future_status::ready);
+    auto got = p.get();
+    REQUIRE(got.messages.size() == 1);
+    CHECK(str(got.messages[0], "type") == "payments.AccountCredited");
+  }
+}
+
 TEST_CASE("annals-bank: the feed refuses malformed parameters with 400 naming the parameter",
           "[service][feed]") {
   service_process svc;
