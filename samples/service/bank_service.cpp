@@ -50,6 +50,7 @@ struct bank_service::impl {
       ctx.close_journal();
   }
 
+  // Answers what waits on the journal (the feed's long polls) so that nothing holds a stop up.
   void stop_waiting() {
     for (auto& hook : ctx.stop_hooks)
       hook();
