@@ -43,6 +43,7 @@ struct bank_service::impl {
   // the WAL into the file, which a read-only connection cannot do: the queries' connection
   // closes first and the journal's writer last, so that the file alone holds the journal.
   ~impl() {
+    stop_waiting();
     ctx.workers.reset(); // no query runs against what follows
     if (ctx.models)
       ctx.models->close();
@@ -51,6 +52,12 @@ struct bank_service::impl {
     ctx.host.reset();
     if (ctx.close_journal)
       ctx.close_journal();
+  }
+
+  // Answers what waits on the journal (the feed's long polls) so that nothing holds a stop up.
+  void stop_waiting() {
+    for (auto& hook : ctx.stop_hooks)
+      hook();
   }
 
   /// Opens the journal `opts.journal` names (see bank_options::journal).
@@ -130,6 +137,7 @@ struct bank_service::impl {
     add_account_routes(ctx);
     add_transfer_routes(ctx);
     add_match_routes(ctx);
+    add_feed_routes(ctx);
     add_operation_routes(ctx);
     return {};
   }
@@ -273,6 +281,7 @@ caf::expected<std::size_t> bank_service::resume_transfers() {
 }
 
 caf::error bank_service::drain(std::chrono::milliseconds bound) {
+  impl_->stop_waiting();
   return impl_->ctx.host->drain(bound);
 }
 

@@ -64,6 +64,9 @@ struct bank_context {
   std::unique_ptr<read_models> models;
   std::unique_ptr<worker_pool> workers;
   router routes;
+  /// Run by `bank_service::drain` and at teardown, before anything else stops: answer what
+  /// waits for the journal (the feed's long polls).
+  std::vector<std::function<void()>> stop_hooks;
 
   /// The projection called `name`; it must exist.
   annals::actors::projection& projection_named(std::string_view name);

@@ -18,6 +18,9 @@ void add_transfer_routes(bank_context& ctx);
 /// /full-time|/events|/state], /scorers.
 void add_match_routes(bank_context& ctx);
 
+/// /feed, /feed/contract: the public messages of bank::public_contract.
+void add_feed_routes(bank_context& ctx);
+
 /// /health, /metrics.
 void add_operation_routes(bank_context& ctx);
 
