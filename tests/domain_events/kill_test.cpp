@@ -60,7 +60,7 @@ using steady = std::chrono::steady_clock;
 /// work, generous for a loaded 2-core machine.
 constexpr std::chrono::milliseconds bound{60'000};
 constexpr int account_count = 20;
-constexpr int client_count = 4;
+constexpr int client_count = 6;
 constexpr auto request_timeout = 10s;
 constexpr const char* credited_subject = "bank.public.payments.AccountCredited";
 
@@ -386,7 +386,7 @@ std::vector<command> client_main(load& l, int index) {
     c.amount = static_cast<std::int64_t>(rng() % 5000 + 1);
     execute(l, http, http_port, c);
     done.push_back(std::move(c));
-    std::this_thread::sleep_for(5ms);
+    std::this_thread::sleep_for(4ms);
   }
   return done;
 }
@@ -533,6 +533,7 @@ TEST_CASE("kill test: every credit annals-bank commits becomes annals-loyalty po
       loyalty.start();
   };
   constexpr std::array plan{victim::bank, victim::loyalty, victim::both,
+                            victim::bank, victim::loyalty, victim::both,
                             victim::bank, victim::loyalty, victim::both};
   steady::time_point last_kill;
   for (auto v : plan) {
@@ -540,7 +541,7 @@ TEST_CASE("kill test: every credit annals-bank commits becomes annals-loyalty po
     REQUIRE(
       eventually([&] { return l.acknowledged.load() >= acked + 20 || !l.unexpected.empty(); }));
     REQUIRE(eventually([&] { return loyalty.health("handled") >= 5; }));
-    std::this_thread::sleep_for(std::chrono::milliseconds{100 + rng() % 600}); // a random moment
+    std::this_thread::sleep_for(std::chrono::milliseconds{300 + rng() % 1200}); // a random moment
     {
       std::lock_guard guard{l.mtx};
       INFO(l.unexpected);
