@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <string>
 #include <string_view>
@@ -72,6 +73,27 @@ page read_page(const json::object& body) {
 
 page feed(client& c, const std::string& query) {
   return read_page(expect(c, 200, "GET", "/feed" + query));
+}
+
+// A long poll for another thread: no assertions there (Catch2's are not thread-safe); the
+// caller checks the answer with `read_page(parse_poll(...))`.
+std::pair<unsigned, std::string> poll_raw(const service_process& svc, std::uint64_t after) {
+  auto pc = svc.client();
+  auto r = pc.request("GET", "/feed?wait=20&after=" + std::to_string(after), {}, {},
+                      std::chrono::seconds{25});
+  if (!r.ok())
+    return {0, r.error()};
+  return {r->status, r->body};
+}
+
+json::object parse_poll(const std::pair<unsigned, std::string>& answer) {
+  INFO(answer.first << ' ' << answer.second);
+  REQUIRE(answer.first == 200);
+  boost::system::error_code ec;
+  auto v = json::parse(answer.second, ec);
+  REQUIRE(!ec);
+  REQUIRE(v.is_object());
+  return v.as_object();
 }
 
 void open_account(client& c, const std::string& id) {
@@ -177,15 +199,11 @@ TEST_CASE("annals-bank: a long poll on the feed is answered by the next public m
   auto start = feed(c, "");
   REQUIRE(start.messages.size() == 1);
 
-  auto poll = std::async(std::launch::async, [&svc, after = start.next] {
-    auto pc = svc.client();
-    return read_page(expect(pc, 200, "GET", "/feed?wait=20&after=" + std::to_string(after), {},
-                            std::chrono::seconds{25}));
-  });
+  auto poll = std::async(std::launch::async, poll_raw, std::cref(svc), start.next);
   schedule_match(c, "m-1"); // wakes the poll, which finds no message and waits on
   deposit(c, "acc-1", 700);
   REQUIRE(poll.wait_for(std::chrono::seconds{25}) == std::future_status::ready);
-  auto got = poll.get();
+  auto got = read_page(parse_poll(poll.get()));
   REQUIRE(got.messages.size() == 1);
   check_envelope(got.messages[0], "payments.AccountCredited", "acc-1");
   CHECK(u64(got.messages[0].at("data").as_object(), "amount") == 700);
@@ -214,13 +232,9 @@ TEST_CASE("annals-bank: waiting long polls hold no HTTP thread: more of them tha
   auto c = svc.client();
   open_account(c, "acc-1");
   auto start = feed(c, "");
-  std::vector<std::future<page>> polls;
+  std::vector<std::future<std::pair<unsigned, std::string>>> polls;
   for (int i = 0; i < 4; ++i)
-    polls.push_back(std::async(std::launch::async, [&svc, after = start.next] {
-      auto pc = svc.client();
-      return read_page(expect(pc, 200, "GET", "/feed?wait=20&after=" + std::to_string(after), {},
-                              std::chrono::seconds{25}));
-    }));
+    polls.push_back(std::async(std::launch::async, poll_raw, std::cref(svc), start.next));
   // Answered while the polls wait (were they holding both threads, it would wait for them).
   for (int i = 0; i < 3; ++i) {
     auto other = svc.client();
@@ -231,7 +245,7 @@ TEST_CASE("annals-bank: waiting long polls hold no HTTP thread: more of them tha
   deposit(c, "acc-1", 5);
   for (auto& p : polls) {
     REQUIRE(p.wait_for(std::chrono::seconds{25}) == std::future_status::ready);
-    auto got = p.get();
+    auto got = read_page(parse_poll(p.get()));
     REQUIRE(got.messages.size() == 1);
     CHECK(str(got.messages[0], "type") == "payments.AccountCredited");
   }
