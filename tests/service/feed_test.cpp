@@ -216,7 +216,13 @@ TEST_CASE("annals-bank: a long poll on the feed that sees no commit answers an e
   service_process svc;
   auto c = svc.client();
   open_account(c, "acc-1");
+  // The head as the feed sees it: the opened account's message. A journal read may end a
+  // page early (JetStream under load), so read until it is there, with a bound.
   auto start = feed(c, "");
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       start.messages.empty() && std::chrono::steady_clock::now() < until;)
+    start = feed(c, "");
+  REQUIRE(start.messages.size() == 1);
   auto t0 = std::chrono::steady_clock::now();
   auto got = feed(c, "?wait=1&after=" + std::to_string(start.next));
   auto waited = std::chrono::steady_clock::now() - t0;
