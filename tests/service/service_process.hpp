@@ -36,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "server_support.hpp"
 #include "service/http_client.hpp"
 
 #ifdef ANNALS_SERVICE_ON_JETSTREAM
@@ -311,11 +312,6 @@ private:
   void spawn() {
     ++runs_;
     log_path_ = dir_ / ("run-" + std::to_string(runs_) + ".log");
-    // Everything the child needs is prepared before fork: between fork and exec only
-    // async-signal-safe calls are made.
-    int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (log_fd < 0)
-      throw std::runtime_error{"cannot create " + log_path_.string() + ": " + std::strerror(errno)};
     std::string binary = ANNALS_BANK_BINARY;
     std::string db = db_path();
     std::vector<std::string> args{binary, "--db", db, "--port", "0", "--host", "127.0.0.1"};
@@ -328,36 +324,7 @@ private:
       args.push_back(statements_dir());
     }
     args.insert(args.end(), extra_args_.begin(), extra_args_.end());
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t parent = ::getpid();
-
-    pid_t pid = ::fork();
-    if (pid < 0) {
-      int e = errno;
-      ::close(log_fd);
-      throw std::runtime_error{std::string{"fork: "} + std::strerror(e)};
-    }
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent)
-        ::_exit(126);
-      sigset_t none;
-      ::sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::signal(SIGPIPE, SIG_DFL);
-      ::dup2(log_fd, STDOUT_FILENO);
-      ::dup2(log_fd, STDERR_FILENO);
-      int null_fd = ::open("/dev/null", O_RDONLY);
-      if (null_fd >= 0)
-        ::dup2(null_fd, STDIN_FILENO);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::close(log_fd);
-    pid_ = pid;
+    pid_ = annals::persistence::test::spawn_logged(std::move(args), log_path_);
   }
 
   // Polls the log for the start-up line, bounded by `start_bound`; fails at once when the
