@@ -1,5 +1,6 @@
 #include "annals/actors/detail/aggregate_core.hpp"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -9,11 +10,34 @@
 
 namespace annals::actors::detail {
 
+namespace {
+
+// Appends in flight per aggregate. One: the next append leaves only once the one before
+// is committed. With two, the second could commit after the first failed, if another
+// writer's events happened to fill the sequence numbers the first one would have taken,
+// storing events decided on a state that never existed.
+constexpr std::size_t appends_in_flight = 1;
+
+// Consecutive commands share one append up to these bounds, far below every journal's
+// limit on one append (1 MiB by default).
+constexpr std::size_t coalesce_bytes = std::size_t{256} << 10;
+constexpr std::size_t coalesce_events = 1000;
+
+std::size_t event_bytes(const encoded_event& e) {
+  auto n = e.name.size() + e.payload.size();
+  for (const auto& tag : e.tags)
+    n += tag.size() + 1;
+  return n;
+}
+
+} // namespace
+
 aggregate_core::aggregate_core(caf::event_based_actor* self,
                                std::shared_ptr<const runtime_context> ctx, std::string id)
   : self_(self), ctx_(std::move(ctx)), pid_(ctx_->type_name + "|" + id) {
   actor_ctx_.self = self;
   actor_ctx_.after_resume = [this] { after_resume(); };
+  actor_ctx_.gate = this;
 }
 
 aggregate_core::~aggregate_core() {
@@ -30,6 +54,10 @@ void aggregate_core::abandon_run() noexcept {
 
 void aggregate_core::start() {
   ctx_->stats->recoveries.fetch_add(1, std::memory_order_relaxed);
+  load();
+}
+
+void aggregate_core::load() {
   phase_ = phases::recovering{};
   if (ctx_->snapshots && ctx_->options.snapshot_every > 0 && snapshottable()) {
     auto token = expect_reply();
@@ -59,7 +87,7 @@ void aggregate_core::on_snapshots(snapshots_read& msg) {
   awaited_ = 0;
   if (msg.result) {
     if (auto at = restore(*msg.result); at != 0)
-      seq_ = at;
+      seq_ = decided_ = at;
   } else {
     ctx_->warn("snapshots of " + pid_
                + " unavailable, replaying all events: " + render(msg.result.error()));
@@ -119,6 +147,7 @@ void aggregate_core::on_events(events_read& msg) {
     seq_ = rec.seq;
     remember(rec.metadata.command_id, rec.seq, rec.seq, rec.offset, std::nullopt);
   }
+  decided_ = seq_;
   if (err)
     return read_failed(std::move(err));
   ctx_->stats->events_replayed.fetch_add(records.size(), std::memory_order_relaxed);
@@ -129,54 +158,95 @@ void aggregate_core::on_events(events_read& msg) {
 }
 
 void aggregate_core::on_append(append_done& msg) {
-  if (msg.token != awaited_ || op_ == nullptr) {
-    // A late answer to an append that already timed out. If it committed after all, the
-    // reload that followed the timeout may have missed it: read the tail again before the
-    // next command, so the state never lags what the journal holds.
+  batch* sent = nullptr;
+  if (pipe_)
+    for (auto& b : pipe_->in_flight)
+      if (b.token == msg.token)
+        sent = &b;
+  if (sent == nullptr) {
+    // A late answer to an append given up on (it timed out, or one before it failed). If
+    // it committed after all, the recovery that followed may have missed it: read the tail
+    // again before the next command, so the state never lags what the journal holds.
     if (msg.result && msg.result->last_seq > seq_) {
       stale_ = true;
-      if (std::holds_alternative<phases::running>(phase_) && !handling())
+      if (std::holds_alternative<phases::running>(phase_) && !handling() && !uncommitted()
+          && (!pipe_ || pipe_->commands.empty()))
         reload();
     }
     return;
   }
-  awaited_ = 0;
-  auto* op = std::exchange(op_, nullptr);
-  if (!msg.result)
-    return fail_current(std::move(msg.result.error()));
-  seq_ = msg.result->last_seq;
-  since_snapshot_ += persisting_;
-  ctx_->stats->events_persisted.fetch_add(persisting_, std::memory_order_relaxed);
-  current_seq_range_ = {current_seq_range_.first ? current_seq_range_.first : msg.result->first_seq,
-                        msg.result->last_seq};
-  current_offset_ = msg.result->last_offset;
-  op->apply();
-  {
-    context_guard guard{&actor_ctx_};
-    op->continuation.resume();
+  // Journals answer one stream's appends in order; should one answer early, it waits for
+  // the appends before it.
+  sent->result = std::move(msg.result);
+  on_committed();
+}
+
+// Takes the answered appends at the head of the pipeline: the committed sequence number
+// moves on, each command learns the offset of its last event, and replies go out for the
+// commands whose appends are all committed.
+void aggregate_core::on_committed() {
+  auto& p = *pipe_;
+  while (!p.in_flight.empty() && p.in_flight.front().result) {
+    auto b = std::move(p.in_flight.front());
+    p.in_flight.pop_front();
+    auto& res = *b.result;
+    if (!res)
+      return fail_pipeline(res.error());
+    seq_ = res->last_seq;
+    ctx_->stats->events_persisted.fetch_add(b.events, std::memory_order_relaxed);
+    auto offset = res->first_offset; // consecutive within one append
+    for (auto [serial, n] : b.parts) {
+      offset += n;
+      if (auto* d = find(serial)) {
+        d->last_offset = offset - 1;
+        --d->pending;
+      }
+    }
   }
-  after_resume();
+  while (p.in_flight.size() < appends_in_flight && !p.forming.empty()) {
+    auto b = std::move(p.forming.front());
+    p.forming.pop_front();
+    send(std::move(b));
+  }
+  if (p.snapshot && p.snapshot->seq <= seq_) {
+    auto snap = std::move(*p.snapshot);
+    p.snapshot.reset();
+    save_snapshot(std::move(snap));
+  }
+  deliver_ready();
+  if (p.held_send && !uncommitted()) {
+    auto start = std::move(p.held_send);
+    p.held_send = nullptr;
+    start();
+  }
+  pump();
 }
 
 void aggregate_core::on_timeout(io_timeout&) {
   timer_armed_ = false;
-  if (awaited_ == 0)
-    return;
   auto now = std::chrono::steady_clock::now();
-  if (now < deadline_) {
-    // The deadline moved on since the timer was set: wait for the rest.
-    return schedule_timer(std::chrono::ceil<std::chrono::milliseconds>(deadline_ - now));
+  auto timeout_error = [this] {
+    return make_error(errc::timeout, "the journal did not answer within "
+                                       + std::to_string(ctx_->options.journal_timeout.count())
+                                       + " ms for " + pid_);
+  };
+  std::optional<std::chrono::steady_clock::time_point> next;
+  if (pipe_ && !pipe_->in_flight.empty()) {
+    auto due = pipe_->in_flight.front().deadline; // the oldest append
+    if (now >= due)
+      return fail_pipeline(timeout_error());
+    next = due;
   }
-  awaited_ = 0;
-  auto err = make_error(errc::timeout, "the journal did not answer within "
-                                         + std::to_string(ctx_->options.journal_timeout.count())
-                                         + " ms for " + pid_);
-  if (op_ != nullptr) {
-    op_ = nullptr;
-    fail_current(std::move(err));
-  } else {
-    read_failed(std::move(err));
+  if (awaited_ != 0) {
+    if (now >= deadline_) {
+      awaited_ = 0;
+      return read_failed(timeout_error());
+    }
+    next = next ? std::min(*next, deadline_) : deadline_;
   }
+  // A deadline moved on since the timer was set: wait for the rest.
+  if (next)
+    schedule_timer(std::chrono::ceil<std::chrono::milliseconds>(*next - now));
 }
 
 void aggregate_core::on_stop() {
@@ -190,8 +260,12 @@ bool aggregate_core::handling() const noexcept {
   return std::holds_alternative<phases::recomputing>(phase_);
 }
 
+bool aggregate_core::uncommitted() const noexcept {
+  return pipe_ && (!pipe_->in_flight.empty() || !pipe_->forming.empty());
+}
+
 bool aggregate_core::idle() const noexcept {
-  return queue_.empty() && !handling()
+  return queue_.empty() && !handling() && (!pipe_ || pipe_->commands.empty())
          && (std::holds_alternative<phases::running>(phase_)
              || std::holds_alternative<phases::failed>(phase_));
 }
@@ -202,15 +276,93 @@ bool aggregate_core::permanent(const caf::error& err) {
          || is(err, errc::unknown_event) || is(err, errc::newer_version);
 }
 
+// The pipeline entry of the command in progress, created by its first persist (or when it
+// finishes behind commands still waiting for their commit).
+aggregate_core::decided& aggregate_core::active_entry() {
+  if (!pipe_)
+    pipe_ = std::make_unique<pipeline>();
+  if (!active_entry_) {
+    auto& d = pipe_->commands.emplace_back();
+    d.serial = pipe_->next_serial++;
+    active_entry_ = true;
+  }
+  return pipe_->commands.back();
+}
+
+aggregate_core::decided* aggregate_core::find(std::uint64_t serial) {
+  auto& cmds = pipe_->commands;
+  if (cmds.empty() || serial < cmds.front().serial)
+    return nullptr;
+  auto i = serial - cmds.front().serial;
+  return i < cmds.size() ? &cmds[i] : nullptr;
+}
+
 bool aggregate_core::begin(pending_persist& op) {
-  op_ = &op;
-  auto token = expect_reply();
-  // The encoded events are not needed after this: move them (only their count is kept).
-  persisting_ = op.events.size();
-  persistence::append_request req{pid_, seq_, std::move(op.events), current().env.metadata};
-  ctx_->journal->append(std::move(req), [hdl = handle(), token](auto res) {
+  auto& d = active_entry();
+  auto n = op.events.size();
+  auto expected = decided_;
+  if (d.first_seq == 0)
+    d.first_seq = decided_ + 1;
+  decided_ += n;
+  d.last_seq = decided_;
+  since_snapshot_ += n;
+  std::size_t bytes = 0;
+  for (const auto& e : op.events)
+    bytes += event_bytes(e);
+  const auto& meta = current().env.metadata;
+  auto& p = *pipe_;
+  auto joined = false;
+  // The events join the append still waiting for a slot if it carries the same metadata
+  // (the journal stores metadata once per append) and has room.
+  if (!p.forming.empty()) {
+    auto& f = p.forming.back();
+    if (f.req.metadata == meta && f.bytes + bytes <= coalesce_bytes
+        && f.events + n <= coalesce_events) {
+      std::move(op.events.begin(), op.events.end(), std::back_inserter(f.req.events));
+      f.events += n;
+      f.bytes += bytes;
+      if (f.parts.back().first == d.serial) {
+        f.parts.back().second += n;
+      } else {
+        f.parts.emplace_back(d.serial, n);
+        ++d.pending;
+      }
+      joined = true;
+    }
+  }
+  if (!joined) {
+    batch b;
+    b.req = persistence::append_request{pid_, expected, std::move(op.events), meta};
+    b.parts.emplace_back(d.serial, n);
+    b.events = n;
+    b.bytes = bytes;
+    ++d.pending;
+    if (p.forming.empty() && p.in_flight.size() < appends_in_flight)
+      send(std::move(b));
+    else
+      p.forming.push_back(std::move(b));
+  }
+  // Applied now, so that the handler and the commands after it decide on the state
+  // including these events; nothing outside the actor sees it before the commit.
+  op.apply();
+  return false;
+}
+
+void aggregate_core::send(batch b) {
+  auto& f = pipe_->in_flight.emplace_back(std::move(b));
+  f.token = ++token_;
+  f.deadline = std::chrono::steady_clock::now() + ctx_->options.journal_timeout;
+  if (!timer_armed_)
+    schedule_timer(ctx_->options.journal_timeout);
+  ctx_->journal->append(std::move(f.req), [hdl = handle(), token = f.token](auto res) {
     caf::anon_send(hdl, append_done{token, std::move(res)});
   });
+}
+
+bool aggregate_core::hold(std::function<void()>& start) {
+  if (!uncommitted())
+    return false;
+  pipe_->held_send = std::move(start);
   return true;
 }
 
@@ -218,8 +370,8 @@ caf::actor aggregate_core::handle() const {
   return caf::actor_cast<caf::actor>(self_);
 }
 
-// Starts waiting for one journal or snapshot-store reply: a fresh token to match it, and a
-// deadline. One timer per aggregate, not one per operation: each operation only moves the
+// Starts waiting for one journal read or snapshot load: a fresh token to match it, and a
+// deadline. One timer per aggregate, not one per operation: each operation only moves a
 // deadline, and the timer re-arms for the remainder when it fires early (a CAF timer costs
 // a push to the clock thread and a message, which a persist per command would pay every
 // time).
@@ -249,7 +401,7 @@ void aggregate_core::read_tail(phase next) {
 void aggregate_core::read_failed(caf::error err) {
   if (std::holds_alternative<phases::recomputing>(phase_)) {
     // Only the duplicate command fails; the aggregate itself is fine.
-    finish_current(std::move(err));
+    finish_current(std::move(err), 0, 0);
     phase_ = phases::running{};
     return pump();
   }
@@ -277,75 +429,147 @@ void aggregate_core::read_failed(caf::error err) {
   // passivation stops it like any other aggregate, and the next command tries again.
 }
 
+// Whether the command at the front of the queue may be decided now, on top of what the
+// pipeline holds.
+bool aggregate_core::admits(const envelope& env) {
+  if (!pipe_ || pipe_->commands.empty())
+    return true;
+  if (stale_ || pipe_->commands.size() >= std::max<std::size_t>(ctx_->options.pipeline_depth, 1))
+    return false;
+  // A retry waits until its first attempt is answered: then it is a plain duplicate.
+  const auto& cid = env.metadata.command_id;
+  return cid.empty() || (!pipe_->ids.contains(cid) && !(seen_ && seen_->entries.contains(cid)));
+}
+
 void aggregate_core::pump() {
+  if (pumping_) // a handler finished inside the loop below, which goes on by itself
+    return;
   auto* run = std::get_if<phases::running>(&phase_);
-  if (stale_ && run && !run->handling && !queue_.empty())
+  if (stale_ && run && !run->handling && !queue_.empty() && (!pipe_ || pipe_->commands.empty()))
     return reload();
+  pumping_ = true;
   // `phase_` may change inside the loop: look it up again each time.
-  while ((run = std::get_if<phases::running>(&phase_)) && !run->handling && !queue_.empty()) {
+  while ((run = std::get_if<phases::running>(&phase_)) && !run->handling && !queue_.empty()
+         && admits(current().env)) {
     run->handling = true; // the front of the queue is the current command
-    current_seq_range_ = {0, 0};
-    current_offset_ = 0;
+    active_entry_ = false;
     const auto& cid = current().env.metadata.command_id;
     if (!cid.empty() && seen_) {
       if (auto i = seen_->entries.find(cid); i != seen_->entries.end()) {
         ctx_->stats->duplicates.fetch_add(1, std::memory_order_relaxed);
-        current_seq_range_ = {i->second.first_seq, i->second.last_seq};
-        current_offset_ = i->second.last_offset;
         if (i->second.reply) {
-          finish_current(*i->second.reply);
+          finish_current(*i->second.reply, i->second.last_seq, i->second.last_offset);
           continue;
         }
+        pumping_ = false;
         start_recompute(i->second.first_seq);
         return;
       }
     }
+    if (pipe_ && !pipe_->commands.empty())
+      ctx_->stats->commands_pipelined.fetch_add(1, std::memory_order_relaxed);
     {
       context_guard guard{&actor_ctx_};
       run_ = start_run(current().env);
     }
     after_resume();
   }
+  pumping_ = false;
   quit_if_idle();
 }
 
-// Called after a handler started or resumed: finishes the command if it is done.
+// Called after a handler started or resumed: concludes the command if it is done. Its
+// reply goes out now if nothing it saw is uncommitted, else when that is committed.
 void aggregate_core::after_resume() {
   if (!run_ || !run_->done())
     return;
   auto result = run_->take();
   run_.reset();
-  if (result && current_seq_range_.first != 0)
-    remember(current().env.metadata.command_id, current_seq_range_.first, current_seq_range_.second,
-             current_offset_, *result);
-  finish_current(std::move(result));
+  if (active_entry_ || (pipe_ && !pipe_->commands.empty())) {
+    auto& d = active_entry();
+    active_entry_ = false;
+    d.version = decided_;
+    d.result = std::move(result);
+    d.cmd.emplace(std::move(queue_.front()));
+    queue_.pop_front();
+    std::get<phases::running>(phase_).handling = false;
+    if (const auto& cid = d.cmd->env.metadata.command_id; !cid.empty())
+      pipe_->ids.insert(cid);
+    deliver_ready();
+  } else {
+    finish_current(std::move(result), seq_, 0);
+  }
   maybe_snapshot();
   pump();
 }
 
-void aggregate_core::finish_current(caf::expected<std::any> result) {
+void aggregate_core::deliver_ready() {
+  auto& cmds = pipe_->commands;
+  while (!cmds.empty() && cmds.front().result && cmds.front().pending == 0) {
+    auto& front = cmds.front();
+    const auto& cid = front.cmd->env.metadata.command_id;
+    if (!cid.empty())
+      pipe_->ids.erase(cid); // before the string moves
+    auto d = std::move(front);
+    cmds.pop_front();
+    auto& result = *d.result;
+    if (result && d.first_seq != 0)
+      remember(d.cmd->env.metadata.command_id, d.first_seq, d.last_seq, d.last_offset, *result);
+    if (result) {
+      ctx_->stats->commands_handled.fetch_add(1, std::memory_order_relaxed);
+      d.cmd->rp.deliver(reply_msg{std::move(*result), d.version, d.last_offset});
+    } else {
+      ctx_->stats->commands_failed.fetch_add(1, std::memory_order_relaxed);
+      d.cmd->rp.deliver(std::move(result.error()));
+    }
+  }
+}
+
+// Answers the command at the front of the queue directly: nothing before it waits for a
+// commit. `version` and `offset` as in `reply_msg`.
+void aggregate_core::finish_current(caf::expected<std::any> result, std::uint64_t version,
+                                    std::uint64_t offset) {
   auto q = std::move(queue_.front());
   queue_.pop_front();
   if (auto* run = std::get_if<phases::running>(&phase_))
     run->handling = false;
   if (result) {
     ctx_->stats->commands_handled.fetch_add(1, std::memory_order_relaxed);
-    // A duplicate answers with the version its first attempt left; any other command with
-    // the current one.
-    auto version = current_offset_ != 0 ? current_seq_range_.second : seq_;
-    q.rp.deliver(reply_msg{std::move(*result), version, current_offset_});
+    q.rp.deliver(reply_msg{std::move(*result), version, offset});
   } else {
     ctx_->stats->commands_failed.fetch_add(1, std::memory_order_relaxed);
     q.rp.deliver(std::move(result.error()));
   }
 }
 
-// A persist failed or timed out: the handler never resumes, nothing is applied, the caller
-// gets the cause, and the tail is re-read (a timed-out append may have committed).
-void aggregate_core::fail_current(caf::error err) {
-  abandon_run();
-  finish_current(std::move(err));
-  read_tail(phases::reloading{});
+// An append failed or timed out. Every command decided since the last commit fails with
+// the cause (none of their replies went out), the one in progress included; the state,
+// which holds their events, is rebuilt from the journal before the next command.
+// Appends still in flight are given up on: a late one that committed after all is read
+// back (see `on_append`).
+void aggregate_core::fail_pipeline(const caf::error& err) {
+  auto p = std::move(pipe_);
+  active_entry_ = false;
+  if (auto* run = std::get_if<phases::running>(&phase_); run && run->handling) {
+    abandon_run();
+    finish_current(err, 0, 0);
+  }
+  for (auto& d : p->commands) {
+    if (!d.cmd) // the command that was in progress, answered above
+      continue;
+    ctx_->stats->commands_failed.fetch_add(1, std::memory_order_relaxed);
+    d.cmd->rp.deliver(err);
+  }
+  recover_committed();
+}
+
+void aggregate_core::recover_committed() {
+  reset();
+  seq_ = decided_ = 0;
+  since_snapshot_ = 0;
+  keys_until_ = 0;
+  stale_ = false;
+  load();
 }
 
 void aggregate_core::remember(const std::string& command_id, std::uint64_t first_seq,
@@ -369,15 +593,24 @@ void aggregate_core::remember(const std::string& command_id, std::uint64_t first
   }
 }
 
+// Takes a snapshot between commands once enough events were decided. Its state may hold
+// events not committed yet: it is saved when they are, and dropped if they fail.
 void aggregate_core::maybe_snapshot() {
   auto every = ctx_->options.snapshot_every;
   if (!ctx_->snapshots || every == 0 || since_snapshot_ < every)
     return;
-  auto snap = take_snapshot();
+  auto snap = take_snapshot(decided_);
   if (!snap)
     return;
   since_snapshot_ = 0;
-  ctx_->snapshots->save(std::move(*snap), [ctx = ctx_, pid = pid_](caf::expected<caf::unit_t> r) {
+  if (decided_ == seq_)
+    save_snapshot(std::move(*snap));
+  else
+    pipe_->snapshot = std::move(snap);
+}
+
+void aggregate_core::save_snapshot(persistence::snapshot_record snap) {
+  ctx_->snapshots->save(std::move(snap), [ctx = ctx_, pid = pid_](caf::expected<caf::unit_t> r) {
     if (r)
       ctx->stats->snapshots_written.fetch_add(1, std::memory_order_relaxed);
     else
@@ -419,9 +652,10 @@ void aggregate_core::on_recompute_page(std::vector<persistence::event_record>& r
 
 void aggregate_core::finish_recompute() {
   auto result = run_on_scratch(current().env);
+  auto& first = seen_->entries[current().env.metadata.command_id];
   if (result)
-    seen_->entries[current().env.metadata.command_id].reply = *result;
-  finish_current(std::move(result));
+    first.reply = *result;
+  finish_current(std::move(result), first.last_seq, first.last_offset);
   phase_ = phases::running{};
   pump();
 }

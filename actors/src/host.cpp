@@ -267,10 +267,10 @@ caf::error host::check_id(std::string_view id, std::string_view what) {
 
 host_metrics host::metrics() const {
   auto get = [](const std::atomic<std::uint64_t>& x) { return x.load(std::memory_order_relaxed); };
-  return {get(stats_->commands_handled), get(stats_->commands_failed),
-          get(stats_->events_persisted), get(stats_->recoveries),
-          get(stats_->events_replayed),  get(stats_->snapshots_written),
-          get(stats_->passivations),     get(stats_->duplicates)};
+  return {
+    get(stats_->commands_handled), get(stats_->commands_failed), get(stats_->events_persisted),
+    get(stats_->recoveries),       get(stats_->events_replayed), get(stats_->snapshots_written),
+    get(stats_->passivations),     get(stats_->duplicates),      get(stats_->commands_pipelined)};
 }
 
 caf::error host::drain(std::chrono::milliseconds timeout) {

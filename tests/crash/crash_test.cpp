@@ -311,6 +311,9 @@ struct totals {
   std::uint64_t checks = 0;
   std::uint64_t events_verified = 0;
   std::vector<int> in_flight_at_kill;
+  // Per cycle, the commands the service had decided ahead of its journal (pipelined: on
+  // state holding events not yet committed) by the time of the kill, from its /metrics.
+  std::vector<std::uint64_t> pipelined_at_kill;
 };
 
 constexpr std::chrono::milliseconds request_timeout{20'000};
@@ -356,6 +359,11 @@ public:
       while (totals_.kills < opts_.kills && seconds_since(loop_start) < opts_.seconds)
         cycle();
       bool time_ran_out = totals_.kills < opts_.kills;
+      const auto& pipelined = totals_.pipelined_at_kill;
+      if (!pipelined.empty()
+          && std::all_of(pipelined.begin(), pipelined.end(), [](auto v) { return v == 0; }))
+        fail("no cycle had decided a command ahead of the journal before its kill: the kills "
+             "never met a pipeline in flight");
       final_round();
       stop_clients();
       summary(time_ran_out);
@@ -683,6 +691,7 @@ private:
     }
     ctl_.wake.notify_all();
     load_and_maybe_kill_a_server(delay);
+    totals_.pipelined_at_kill.push_back(pipelined_so_far());
     auto in_flight = ctl_.in_flight.load();
     auto retries_before = ctl_.retries.load();
     svc_->kill9();
@@ -783,6 +792,19 @@ private:
   }
 
   // ---- reading --------------------------------------------------------------------------
+
+  // The service's count of commands decided ahead of the journal since it started, read
+  // under load just before a kill; 0 if /metrics does not answer in time.
+  std::uint64_t pipelined_so_far() {
+    const std::string name = "\nannals_commands_pipelined_total ";
+    auto r = checker().request("GET", "/metrics", {}, {}, std::chrono::milliseconds{2000});
+    if (!r.ok() || r->status != 200)
+      return 0;
+    auto at = r->body.find(name);
+    if (at == std::string::npos)
+      return 0;
+    return std::strtoull(r->body.c_str() + at + name.size(), nullptr, 10);
+  }
 
   // GET `target`, expecting `status` and a JSON object. A connection error or a 503 (e.g. a
   // read model still catching up) is asked again within a bound; any other answer fails.
@@ -1409,6 +1431,16 @@ private:
                 totals_.restarts, totals_.kills,
                 time_ran_out ? "; the time bound ended the loop before --kills was reached" : "");
     std::printf("  in flight at the kills: mean %.1f, max %d\n", mean_in_flight, max_in_flight);
+    std::uint64_t pipelined = 0;
+    std::size_t cycles_pipelined = 0;
+    for (auto v : totals_.pipelined_at_kill) {
+      pipelined += v;
+      cycles_pipelined += v > 0 ? 1 : 0;
+    }
+    std::printf("  commands decided ahead of the journal before the kills: %llu, in %zu of %zu "
+                "cycles\n",
+                static_cast<unsigned long long>(pipelined), cycles_pipelined,
+                totals_.pipelined_at_kill.size());
     if (service_test::on_jetstream)
       std::printf("  journal on a three-server JetStream cluster (R3): %d nats-server kill(s) "
                   "under load, each started again\n",

@@ -6,8 +6,12 @@
 /// An aggregate decides; its state applies. Command handlers are public member functions
 /// named `handle`, one per command type, taking the command by value:
 /// - a coroutine returning `annals::task<T>` may `co_await persist(e...)` or
-///   `co_await persist<E>(fields...)`; it resumes after the journal committed the events
-///   and after they were applied to `state()`;
+///   `co_await persist<E>(fields...)`; it resumes once the events are applied to
+///   `state()`, and its reply goes out only after the journal committed them. The actor
+///   runtime may resume it before that commit (it decides the next commands meanwhile,
+///   see `aggregate_options::pipeline_depth`): if the write then fails, the reply becomes
+///   the error and the state is rebuilt from the journal. So a handler's effects are its
+///   events and its reply; an `ask` it sends after a persist leaves after the commit;
 /// - a plain member function returning `T` or `caf::expected<T>` answers read-only
 ///   commands.
 ///
@@ -81,7 +85,9 @@ public:
   /// round trip; names the event and the difference.
   std::string codec_failure;
 
-  /// Applies the typed events to the aggregate's state, in order. Call once, after commit.
+  /// Applies the typed events to the aggregate's state, in order. Call once, when the port
+  /// accepted the write (the testkit: at once; the actor runtime: when it sent the append,
+  /// answering only after the commit).
   virtual void apply() = 0;
 
 protected:

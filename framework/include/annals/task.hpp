@@ -13,15 +13,15 @@
 /// annals::task<std::int64_t> handle(withdraw cmd) {
 ///   if (cmd.cents > state().balance)
 ///     co_return account_errc::insufficient_funds;  // 1. an error reply, nothing persisted
-///   co_await persist(withdrawn{cmd.cents});         // 2. suspends until the journal commits
+///   co_await persist(withdrawn{cmd.cents});         // 2. applied; the reply waits for the commit
 ///   co_return state().balance;                      // 3. the state already includes it
 /// }
 /// ```
 ///
 /// A task resumes only where its owner resumes it: in the actor runtime that is always the
 /// aggregate's own actor, never a journal thread. Tasks are move-only; destroying a task
-/// destroys its suspended frame (the runtime does that when a persist fails, so the code
-/// after a failed `co_await persist(...)` never runs).
+/// destroys its suspended frame (the runtime does that when a persist fails while the
+/// handler waits in an `ask`, so that ask is never sent).
 
 #include <coroutine>
 #include <exception>

@@ -72,6 +72,9 @@ std::string metrics(bank_context& ctx) {
   counter("annals_events_persisted_total", "Events written by aggregates.", m.events_persisted);
   counter("annals_duplicate_commands_total", "Retries answered from an idempotency key.",
           m.duplicates);
+  counter("annals_commands_pipelined_total",
+          "Commands decided while their aggregate's earlier events were being committed.",
+          m.commands_pipelined);
   counter("annals_recoveries_total", "Aggregates started by recovery.", m.recoveries);
   counter("annals_events_replayed_total", "Events replayed by recoveries.", m.events_replayed);
   counter("annals_snapshots_written_total", "Snapshots saved.", m.snapshots_written);

@@ -63,20 +63,26 @@ public:
     if (ctx == nullptr)
       throw std::logic_error{
         "annals::actors::ask awaited outside an aggregate handler or run_task"};
-    auto self = ctx->self;
-    auto after = ctx->after_resume;
-    host_.request<A>(self, id_, std::move(cmd_),
-                     [this, h, self, after](caf::expected<reply_type> r) {
-                       result_.emplace(std::move(r));
-                       detail::actor_context resumed{self, after};
-                       detail::context_guard guard{&resumed};
-                       h.resume();
-                       if (after)
-                         after();
-                     },
-                     {.timeout = timeout_,
-                      .idempotency_key = idempotency_key_,
-                      .correlation_id = correlation_id_});
+    std::function<void()> start = [this, h, self = ctx->self, after = ctx->after_resume,
+                                   gate = ctx->gate] {
+      host_.request<A>(self, id_, std::move(cmd_),
+                       [this, h, self, after, gate](caf::expected<reply_type> r) {
+                         result_.emplace(std::move(r));
+                         detail::actor_context resumed{self, after, gate};
+                         detail::context_guard guard{&resumed};
+                         h.resume();
+                         if (after)
+                           after();
+                       },
+                       {.timeout = timeout_,
+                        .idempotency_key = idempotency_key_,
+                        .correlation_id = correlation_id_});
+    };
+    // An aggregate ahead of its journal sends the request once what it decided so far is
+    // committed (see `send_gate`).
+    if (ctx->gate != nullptr && ctx->gate->hold(start))
+      return;
+    start();
   }
 
   caf::expected<reply_type> await_resume() {

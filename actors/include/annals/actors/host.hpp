@@ -110,6 +110,9 @@ struct host_metrics {
   std::uint64_t snapshots_written = 0;
   std::uint64_t passivations = 0;
   std::uint64_t duplicates = 0;
+  /// Commands decided while events of their aggregate were still on their way to the
+  /// journal (see `aggregate_options::pipeline_depth`).
+  std::uint64_t commands_pipelined = 0;
 };
 
 /// Hosts aggregate actors on one actor system; see the file comment.

@@ -33,6 +33,19 @@ struct aggregate_options {
 
   /// Events per journal read during recovery.
   std::size_t replay_page = 1000;
+
+  /// How many commands one aggregate may have decided but not yet answered (pipelining).
+  /// While an append is in flight, the aggregate goes on deciding the commands queued
+  /// behind it against its state including the events not yet committed, and sends their
+  /// events as the next append (consecutive commands with the same metadata share one).
+  /// What a caller sees does not change: a reply goes out only after its command's events
+  /// (and every earlier command's) are committed, replies keep command order, and each
+  /// reflects the state right after its own events. A failed or conflicting append fails
+  /// every command whose events were in it or were decided on top of it; the aggregate then
+  /// recovers its committed state from the journal. A handler that asks another aggregate
+  /// sends the ask only once everything decided before it is committed, and holds the
+  /// queue until it finishes. 1: each command waits for the commit of the one before.
+  std::size_t pipeline_depth = 1000;
 };
 
 /// Settings of a host (all aggregate types together).

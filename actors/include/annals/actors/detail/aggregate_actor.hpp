@@ -92,9 +92,8 @@ public:
 
   aggregate_runtime(caf::event_based_actor* self, std::shared_ptr<const runtime_context> ctx,
                     std::string id, std::shared_ptr<const std::function<A()>> make)
-    : aggregate_core(self, std::move(ctx), std::move(id)), make_(std::move(make)),
-      agg_(make_ ? (*make_)() : A{}) {
-    aggregate_access::set_port(agg_, this);
+    : aggregate_core(self, std::move(ctx), std::move(id)), make_(std::move(make)) {
+    reset();
   }
 
   ~aggregate_runtime() override {
@@ -112,7 +111,7 @@ private:
       for (auto& snap : snaps) {
         auto st = type_codec<state_type>::from_json(snap.version, snap.payload);
         if (st) {
-          aggregate_access::reset(agg_, std::move(*st), snap.seq);
+          aggregate_access::reset(*agg_, std::move(*st), snap.seq);
           return snap.seq;
         }
         context().warn("skipping snapshot of " + persistence_id() + " at seq "
@@ -124,11 +123,11 @@ private:
 
   std::pair<std::size_t, caf::error>
   fold(std::span<const persistence::event_record> page) override {
-    return fold_into(agg_, page);
+    return fold_into(*agg_, page);
   }
 
   std::unique_ptr<run_base> start_run(envelope& env) override {
-    return env.command->start(static_cast<void*>(&agg_));
+    return env.command->start(static_cast<void*>(&*agg_));
   }
 
   void begin_scratch() override {
@@ -164,21 +163,33 @@ private:
     return result;
   }
 
-  std::optional<persistence::snapshot_record> take_snapshot() override {
+  std::optional<persistence::snapshot_record> take_snapshot(std::uint64_t seq) override {
     if constexpr (detail::snapshottable<state_type>) {
       return persistence::snapshot_record{persistence_id(),
-                                          seq(),
+                                          seq,
                                           std::string{state_type::name},
                                           schema_version<state_type>(),
-                                          type_codec<state_type>::to_json(agg_.state()),
+                                          type_codec<state_type>::to_json(agg_->state()),
                                           now_us()};
     } else {
       return std::nullopt;
     }
   }
 
+  void reset() override {
+    // Built in place from the factory's result: an aggregate need not be assignable.
+    struct fresh {
+      const std::function<A()>* make;
+      operator A() const {
+        return make ? (*make)() : A{};
+      }
+    };
+    agg_.emplace(fresh{make_.get()});
+    aggregate_access::set_port(*agg_, this);
+  }
+
   std::shared_ptr<const std::function<A()>> make_; // null: default construction
-  A agg_;
+  std::optional<A> agg_;
   std::unique_ptr<A> scratch_; // the aggregate a recompute runs on
 };
 

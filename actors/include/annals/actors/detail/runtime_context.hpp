@@ -22,6 +22,7 @@ struct counters {
   std::atomic<std::uint64_t> snapshots_written{0};
   std::atomic<std::uint64_t> passivations{0};
   std::atomic<std::uint64_t> duplicates{0};
+  std::atomic<std::uint64_t> commands_pipelined{0};
 };
 
 /// What every aggregate actor of one type shares.
