@@ -8,10 +8,9 @@
 // Memory (first, on a fresh heap): RSS and malloc's bytes in use before and after
 // activating 10,000 accounts (one `get_balance` each, on a memory journal filled
 // beforehand) that then sit idle until their recovery timers have fired.
-// End to end: N `bank::deposit`s (default 50,000; the one-account case runs N/20 because
-// it commits once per command) round-robin over 1, 100 and 10,000 accounts, each opened
-// first (not timed), with `--in-flight` commands outstanding from one driver actor
-// (`host::request`). Durability full. The raw case appends the same events (same
+// End to end: N `bank::deposit`s (default 50,000) round-robin over 1, 100 and 10,000
+// accounts, each opened first (not timed), with `--in-flight` commands outstanding from one
+// driver actor (`host::request`). Durability full. The raw case appends the same events (same
 // persistence ids, sequence numbers and JSON payloads, accounts opened first) straight to
 // a fresh `sqlite_journal` with as many in flight. The two alternate and each keeps its
 // best of `--rounds`, like bench_journal. CPU per command is split by thread.

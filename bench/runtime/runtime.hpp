@@ -48,10 +48,10 @@ inline bool wants(const config& cfg, std::string_view part) {
   return cfg.only.empty() || cfg.only == part;
 }
 
-/// One aggregate commits once per command (one command at a time per aggregate), so it
-/// runs a twentieth of the commands to keep the whole benchmark under a minute.
-inline std::size_t commands_for(const config& cfg, std::size_t ids) {
-  return ids == 1 ? std::max<std::size_t>(cfg.commands / 20, 1) : cfg.commands;
+/// The commands of one id count. The same for all: one aggregate pipelines its commands
+/// (`aggregate_options::pipeline_depth`), so it no longer commits once per command.
+inline std::size_t commands_for(const config& cfg, std::size_t) {
+  return cfg.commands;
 }
 
 // -- counters (counters.cpp) --------------------------------------------------------------
