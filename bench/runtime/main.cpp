@@ -3,7 +3,8 @@
 // run; where the time goes; projection lag under that load; memory per live idle aggregate.
 //
 //   bench_runtime [--commands N] [--in-flight N] [--rounds N] [--dir PATH] [--json]
-//                 [--ids N] [--only e2e|breakdown|lag|memory]
+//                 [--ids N] [--only e2e|breakdown|lag|memory|recovery|peers]
+//                 [--recovery-ids N] [--recovery-events N]
 //
 // Memory (first, on a fresh heap): RSS and malloc's bytes in use before and after
 // activating 10,000 accounts (one `get_balance` each, on a memory journal filled
@@ -21,8 +22,16 @@
 // (in-memory handler that decodes each event and folds balances) attached; lag = from the
 // commit (a commit listener subscribed before the projection's) to the handler's call.
 //
+// Recovery: the host activating accounts (spawn, one read per stream, decode, fold) next to
+// reading the same streams straight from the journal, and an ordered scan: 1,000 accounts x
+// 21 events (the peer's workload), `--recovery-ids` x 20 (100,000), one account with
+// `--recovery-events` (1,000,000) with and without a snapshot (recovery.cpp says how).
+// Peers (only with `--only peers`, see bench/peers): the peer's command workload through
+// the in-process API, then a replay (peers.cpp).
+//
 // The parts live beside this file: memory.cpp, end_to_end.cpp, breakdown.cpp,
-// projection_lag.cpp; report.cpp prints them; counters.cpp counts CPU and allocations.
+// projection_lag.cpp, recovery.cpp, peers.cpp; report.cpp prints them; counters.cpp counts
+// CPU and allocations.
 
 #include <algorithm>
 #include <cstdio>
@@ -69,6 +78,13 @@ results run_all(caf::actor_system& sys, const config& cfg, const std::filesystem
     if (!cfg.json)
       print_projection_lag(r.lag);
   }
+  if (wants(cfg, "recovery"))
+    r.recovery = run_recovery(sys, cfg, dir);
+  if (wants(cfg, "peers")) {
+    r.peers = run_peers(sys, cfg, dir);
+    if (!cfg.json)
+      print_peers(*r.peers);
+  }
   if (!cfg.json && wants(cfg, "memory"))
     print_memory(r.memory);
   return r;
@@ -97,9 +113,14 @@ int run(int argc, char** argv) {
       cfg.ids = {std::stoul(value())};
     else if (arg == "--only")
       cfg.only = value();
+    else if (arg == "--recovery-ids")
+      cfg.recovery_ids = std::stoul(value());
+    else if (arg == "--recovery-events")
+      cfg.recovery_events = std::stoul(value());
     else
       die("usage: bench_runtime [--commands N] [--in-flight N] [--rounds N] [--dir PATH] "
-          "[--json] [--ids N] [--only e2e|breakdown|lag|memory]");
+          "[--json] [--ids N] [--only e2e|breakdown|lag|memory|recovery|peers] "
+          "[--recovery-ids N] [--recovery-events N]");
   }
   if (cfg.commands == 0 || cfg.in_flight == 0)
     die("--commands and --in-flight must be positive");

@@ -22,7 +22,56 @@ boost::json::object cpu_json(const cpu_times& c) {
           {"total", c.total()}, {"allocations", c.allocations}};
 }
 
+boost::json::object replay_json(const replay_run& r) {
+  return {{"events", r.events},      {"seconds", r.seconds}, {"events_per_s", r.events_per_s},
+          {"p50_ms", r.p50_ms},      {"p99_ms", r.p99_ms},   {"max_ms", r.max_ms},
+          {"cpu_s", cpu_json(r.cpu)}};
+}
+
+boost::json::object one_run_json(const one_stream_run& r) {
+  return {{"first_command_ms", r.first_command_ms},
+          {"events_replayed", r.events},
+          {"events_per_s", r.events_per_s}};
+}
+
 } // namespace
+
+void print_recovery_case(const recovery_case& c) {
+  std::printf("recovery %zu x %zu events (%s): host %8.0f ev/s (%.2f s, %6.0f activations/s) | "
+              "direct read_stream %8.0f ev/s | scan %8.0f rows/s | host / direct %.2f\n",
+              c.aggregates, c.events_per_aggregate, c.name.c_str(), c.host.events_per_s,
+              c.host.seconds, static_cast<double>(c.aggregates) / c.host.seconds,
+              c.direct.events_per_s, c.scan_rows_per_s,
+              c.host.events_per_s / c.direct.events_per_s);
+  std::printf("           host: p50 %.2f ms  p99 %.2f ms  max %.2f ms per activation, CPU %.2f s "
+              "(readers %.2f, other %.2f) | direct: p50 %.2f ms  p99 %.2f ms  max %.2f ms per "
+              "stream, CPU %.2f s (readers %.2f, other %.2f)\n",
+              c.host.p50_ms, c.host.p99_ms, c.host.max_ms, c.host.cpu.total(), c.host.cpu.readers,
+              c.host.cpu.other, c.direct.p50_ms, c.direct.p99_ms, c.direct.max_ms,
+              c.direct.cpu.total(), c.direct.cpu.readers, c.direct.cpu.other);
+  std::printf("           first round: host %.0f ev/s, direct %.0f ev/s (ratio %.2f)\n",
+              c.host_first.events_per_s, c.direct_first.events_per_s,
+              c.host_first.events_per_s / c.direct_first.events_per_s);
+}
+
+void print_one_stream(const one_stream_figures& one) {
+  std::printf("recovery 1 x %zu events (cold: reopened, fadvise DONTNEED): first command "
+              "without snapshot %.0f ms (%.0f ev/s replayed), with snapshot %.1f ms (%llu "
+              "events read) | direct read_stream %.0f ev/s | scan %.0f rows/s\n",
+              one.events, one.without_snapshot.first_command_ms, one.without_snapshot.events_per_s,
+              one.with_snapshot.first_command_ms,
+              static_cast<unsigned long long>(one.with_snapshot.events), one.direct_events_per_s,
+              one.scan_rows_per_s);
+}
+
+void print_peers(const peers_figures& p) {
+  std::printf("peers: %zu accounts, %zu commands, 64 in flight: %.0f cmd/s, %.0f ev/s, p50 %.2f "
+              "ms, p99 %.2f ms, max %.2f ms, %llu failed appends | replay %.0f ev/s (direct "
+              "%.0f ev/s, ratio %.2f)\n",
+              p.accounts, p.commands, p.commands_per_s, p.events_per_s, p.p50_ms, p.p99_ms,
+              p.max_ms, static_cast<unsigned long long>(p.conflicts), p.replay.events_per_s,
+              p.direct.events_per_s, p.replay.events_per_s / p.direct.events_per_s);
+}
 
 void print_end_to_end(const command_figures& fig) {
   std::printf("%6zu ids %7zu cmds | runtime %8.0f cmd/s  p50 %7.2f ms  p99 %7.2f ms  "
@@ -86,6 +135,13 @@ void print_summary(const config& cfg, const results& r, const run_facts& facts) 
   std::optional<bool> memory_met;
   if (r.memory.live > 0)
     memory_met = r.memory.overhead_bytes <= 2048.0;
+  std::optional<double> recovery_ratio;
+  if (r.recovery && !r.recovery->cases.empty())
+    recovery_ratio =
+      r.recovery->cases.front().host.events_per_s / r.recovery->cases.front().direct.events_per_s;
+  std::optional<bool> recovery_met;
+  if (recovery_ratio)
+    recovery_met = *recovery_ratio >= 0.7;
   auto verdict = [](const std::optional<bool>& met) {
     return !met ? "not measured" : *met ? "met" : "NOT met";
   };
@@ -156,10 +212,58 @@ void print_summary(const config& cfg, const results& r, const run_facts& facts) 
       {"state_bytes", r.memory.state_bytes},
       {"overhead_bytes", r.memory.overhead_bytes},
     };
+    if (r.recovery) {
+      boost::json::array cases;
+      for (const auto& c : r.recovery->cases)
+        cases.push_back(boost::json::object{
+          {"name", c.name},
+          {"aggregates", c.aggregates},
+          {"events_per_aggregate", c.events_per_aggregate},
+          {"in_flight", recovery_in_flight},
+          {"host", replay_json(c.host)},
+          {"direct", replay_json(c.direct)},
+          {"host_first_round", replay_json(c.host_first)},
+          {"direct_first_round", replay_json(c.direct_first)},
+          {"scan_rows_per_s", c.scan_rows_per_s},
+          {"host_over_direct", c.host.events_per_s / c.direct.events_per_s},
+          {"activations_per_s", static_cast<double>(c.aggregates) / c.host.seconds},
+          {"write_s", c.write_s},
+        });
+      const auto& one = r.recovery->one;
+      obj["recovery"] = boost::json::object{
+        {"cases", std::move(cases)},
+        {"one_stream",
+         boost::json::object{
+           {"events", one.events},
+           {"write_s", one.write_s},
+           {"direct_events_per_s", one.direct_events_per_s},
+           {"scan_rows_per_s", one.scan_rows_per_s},
+           {"without_snapshot", one_run_json(one.without_snapshot)},
+           {"with_snapshot", one_run_json(one.with_snapshot)},
+         }},
+      };
+    }
+    if (r.peers) {
+      const auto& p = *r.peers;
+      obj["peers"] = boost::json::object{
+        {"accounts", p.accounts},
+        {"commands", p.commands},
+        {"in_flight", recovery_in_flight},
+        {"commands_per_s", p.commands_per_s},
+        {"events_per_s", p.events_per_s},
+        {"p50_ms", p.p50_ms},
+        {"p99_ms", p.p99_ms},
+        {"max_ms", p.max_ms},
+        {"failed_appends", p.conflicts},
+        {"replay", replay_json(p.replay)},
+        {"direct", replay_json(p.direct)},
+      };
+    }
     obj["targets_met"] = boost::json::object{
       {"ratio_at_10000_ids_0_5", verdict_json(ratio_met)},
       {"projection_lag_p99_under_100ms", verdict_json(lag_met)},
       {"overhead_at_most_2kib", verdict_json(memory_met)},
+      {"recovery_host_over_direct_0_7", verdict_json(recovery_met)},
     };
     obj["load_average_before"] = facts.load_before;
     obj["load_average_after"] = facts.load_after;
@@ -167,8 +271,9 @@ void print_summary(const config& cfg, const results& r, const run_facts& facts) 
     std::puts(boost::json::serialize(obj).c_str());
   } else {
     std::printf("targets: >= 0.5 x raw journal at 10000 ids (%.2f): %s; projection lag p99 < "
-                "100 ms: %s; overhead <= 2 KiB: %s\n",
-                big_ratio.value_or(0), verdict(ratio_met), verdict(lag_met), verdict(memory_met));
+                "100 ms: %s; overhead <= 2 KiB: %s; recovery >= 0.7 x direct reads (%.2f): %s\n",
+                big_ratio.value_or(0), verdict(ratio_met), verdict(lag_met), verdict(memory_met),
+                recovery_ratio.value_or(0), verdict(recovery_met));
     std::printf("load average before %s, after %s; %zu scheduler threads; %.1f s\n",
                 facts.load_before.c_str(), facts.load_after.c_str(), facts.threads, facts.seconds);
   }

@@ -41,12 +41,20 @@ struct config {
   std::string dir;
   bool json = false;
   std::vector<std::size_t> ids{1, 100, 10'000};
-  std::string only; ///< run one part: e2e, breakdown, lag, memory (empty: all)
+  std::string only; ///< run one part: e2e, breakdown, lag, memory, recovery, peers (empty:
+                    ///< all but peers)
+  std::size_t recovery_ids = 100'000;      ///< accounts of the "many" recovery case (0: skip)
+  std::size_t recovery_events = 1'000'000; ///< events of the one-account case (0: skip)
 };
 
+/// `peers` runs only when asked for (`--only peers`, what bench/peers does).
 inline bool wants(const config& cfg, std::string_view part) {
-  return cfg.only.empty() || cfg.only == part;
+  return cfg.only.empty() ? part != "peers" : cfg.only == part;
 }
+
+/// Reads (host activations or direct reads) in flight during recovery, as in the peer's
+/// workload.
+inline constexpr std::size_t recovery_in_flight = 64;
 
 /// The commands of one id count. The same for all: one aggregate pipelines its commands
 /// (`aggregate_options::pipeline_depth`), so it no longer commits once per command.
@@ -152,11 +160,75 @@ struct step_figures {
   double allocations = 0; ///< operator new calls per command
 };
 
+/// One way of reading many streams: through the host (activations) or straight from the
+/// journal.
+struct replay_run {
+  std::uint64_t events = 0;
+  double seconds = 0;
+  double events_per_s = 0;
+  double p50_ms = 0; ///< per activation or stream read
+  double p99_ms = 0;
+  double max_ms = 0;
+  cpu_times cpu;
+};
+
+/// One recovery case: `aggregates` x `events_per_aggregate` events, read through the host
+/// and straight from the journal, and scanned in order.
+struct recovery_case {
+  std::string name; ///< "peer" (1,000 x 21) or "many" (`--recovery-ids` x 20)
+  std::size_t aggregates = 0;
+  std::size_t events_per_aggregate = 0;
+  replay_run host;         ///< best of `--rounds`
+  replay_run direct;       ///< best of `--rounds`
+  replay_run host_first;   ///< the first round: the process's first activations
+  replay_run direct_first; ///< the first round
+  double scan_rows_per_s = 0;
+  double write_s = 0; ///< writing the journal (not timed above; 0 for the peer case)
+};
+
+/// A fresh host serving its first command to the one big account.
+struct one_stream_run {
+  double first_command_ms = 0;
+  std::uint64_t events = 0; ///< replayed (the host's `events_replayed`)
+  double events_per_s = 0;
+};
+
+struct one_stream_figures {
+  std::size_t events = 0;
+  double write_s = 0;
+  double direct_events_per_s = 0; ///< `read_stream` page by page, cold
+  double scan_rows_per_s = 0;     ///< `read_all`, cold
+  one_stream_run without_snapshot;
+  one_stream_run with_snapshot;
+};
+
+struct recovery_figures {
+  std::vector<recovery_case> cases;
+  one_stream_figures one;
+};
+
+/// annals on the peer's workload (peers.cpp): commands through the in-process API, then a
+/// replay of every account.
+struct peers_figures {
+  std::size_t accounts = 0;
+  std::size_t commands = 0;
+  double commands_per_s = 0;
+  double events_per_s = 0;
+  double p50_ms = 0;
+  double p99_ms = 0;
+  double max_ms = 0;
+  std::uint64_t conflicts = 0;
+  replay_run replay;
+  replay_run direct;
+};
+
 struct results {
   std::vector<command_figures> commands;
   std::vector<step_figures> breakdown;
   lag_figures lag;
   memory_figures memory;
+  std::optional<recovery_figures> recovery;
+  std::optional<peers_figures> peers;
 };
 
 /// What the report adds to the figures: the run's conditions.
@@ -233,12 +305,35 @@ std::vector<step_figures> run_breakdown(caf::actor_system& sys, std::size_t n,
 lag_figures run_projection_lag(caf::actor_system& sys, const config& cfg,
                                const std::filesystem::path& dir);
 
+/// Recovery (recovery.cpp): the peer case, the many-accounts case, the one big account.
+recovery_figures run_recovery(caf::actor_system& sys, const config& cfg,
+                              const std::filesystem::path& dir);
+
+/// Activates every account of `ids` on a fresh host over the journal at `path` (one
+/// `get_balance` each, `in_flight` outstanding).
+replay_run replay_through_host(caf::actor_system& sys, const std::string& path,
+                               const std::vector<std::string>& ids, std::size_t in_flight);
+
+/// Reads every stream of `pids` straight from a freshly opened journal at `path`.
+replay_run read_streams_direct(const std::string& path, const std::vector<std::string>& pids,
+                               std::size_t in_flight);
+
+/// Scans the journal at `path` in offset order; the rows read in `rows` if not null.
+double scan_rows_per_s(const std::string& path, std::uint64_t* rows);
+
+/// The peer's workload through the in-process API (peers.cpp).
+peers_figures run_peers(caf::actor_system& sys, const config& cfg,
+                        const std::filesystem::path& dir);
+
 /// Printing (report.cpp): each part's text line(s) as it ends, then the targets and the
 /// run's conditions, or everything as one JSON object.
 void print_end_to_end(const command_figures& fig);
 void print_breakdown(const std::vector<step_figures>& steps, std::size_t in_flight);
 void print_projection_lag(const lag_figures& lag);
 void print_memory(const memory_figures& memory);
+void print_recovery_case(const recovery_case& c);
+void print_one_stream(const one_stream_figures& one);
+void print_peers(const peers_figures& p);
 void print_summary(const config& cfg, const results& r, const run_facts& facts);
 
 } // namespace annals::bench::runtime
