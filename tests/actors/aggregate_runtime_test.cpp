@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <future>
 #include <numeric>
 
 #include <caf/event_based_actor.hpp>
@@ -620,4 +621,50 @@ TEST_CASE("a retry whose recompute meets an event that does not decode fails wit
   CHECK(annals::is(retried.error(), ap::journal_errc::corrupt_row));
   CHECK_THAT(annals::render(retried.error()), Catch::Contains("account|x, seq 1"));
   CHECK(*h.ask<account>("x", bank::get_balance{}) == 5);
+}
+
+TEST_CASE("a request whose reply does not come within its timeout gets request_timeout, and "
+          "the next request after the aggregate recovered goes through",
+          "[runtime][timeout]") {
+  auto journal = std::make_shared<holding_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>());
+  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+  // A second host recovers the account only when its reads are released.
+  host h2{sys, journal};
+  REQUIRE_FALSE(h2.register_aggregate<account>());
+  journal->hold_reads(true);
+  std::promise<caf::expected<view>> first;
+  std::promise<caf::expected<view>> second;
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  auto started = std::chrono::steady_clock::now();
+  sys.spawn([&h2, &first, &second, answered](caf::event_based_actor* self) {
+    h2.request<account>(self, "acc", bank::deposit{1},
+                        [&first](caf::expected<view> r) { first.set_value(std::move(r)); },
+                        {.timeout = 200ms});
+    h2.request<account>(self, "acc", bank::deposit{2},
+                        [&second, answered](caf::expected<view> r) {
+                          *answered = true;
+                          second.set_value(std::move(r));
+                        },
+                        {.timeout = 30s});
+  });
+  REQUIRE(journal->wait_held());
+  auto f = first.get_future();
+  REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  CHECK(std::chrono::steady_clock::now() - started >= 200ms);
+  auto r1 = f.get();
+  REQUIRE_FALSE(r1);
+  CHECK(r1.error() == caf::sec::request_timeout);
+  // The other one, with a longer timeout, still waits for the held recovery.
+  CHECK_FALSE(answered->load());
+  journal->hold_reads(false);
+  auto s2 = second.get_future();
+  REQUIRE(s2.wait_for(30s) == std::future_status::ready);
+  auto r2 = s2.get();
+  REQUIRE(r2);
+  // The timed-out deposit was still handled (the timeout only ends the wait for it).
+  CHECK(r2->balance == 3);
 }
