@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <iostream>
 #include <list>
 #include <optional>
+#include <string_view>
+#include <tuple>
 #include <unordered_map>
 
 #include <caf/all.hpp>
@@ -55,6 +58,72 @@ namespace detail {
 
 using waiting_list = std::vector<std::pair<envelope, caf::typed_response_promise<reply_msg>>>;
 
+// A route's key, the persistence id `type|id`, inline up to 30 bytes (a std::string keeps
+// 15 inline, so `account|acc-000042` would need a heap block of its own in every entry).
+class route_key {
+public:
+  explicit route_key(std::string_view s) {
+    if (s.size() <= inline_max) {
+      std::memcpy(buf_, s.data(), s.size());
+      size_ = static_cast<std::uint8_t>(s.size());
+    } else {
+      heap_.data = new char[s.size()];
+      std::memcpy(heap_.data, s.data(), s.size());
+      heap_.size = s.size();
+      size_ = on_heap;
+    }
+  }
+  ~route_key() {
+    if (size_ == on_heap)
+      delete[] heap_.data;
+  }
+  route_key(const route_key&) = delete;
+  route_key& operator=(const route_key&) = delete;
+
+  std::string_view view() const noexcept {
+    return size_ == on_heap ? std::string_view{heap_.data, heap_.size}
+                            : std::string_view{buf_, size_};
+  }
+
+private:
+  static constexpr std::size_t inline_max = 30;
+  static constexpr std::uint8_t on_heap = 0xff;
+  union {
+    char buf_[inline_max];
+    struct {
+      char* data;
+      std::size_t size;
+    } heap_;
+  };
+  std::uint8_t size_;
+};
+
+// Transparent (lookups by string_view) and noexcept, which also keeps libstdc++ from
+// storing each hash in its node.
+struct route_key_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+  std::size_t operator()(const route_key& k) const noexcept {
+    return (*this)(k.view());
+  }
+};
+
+struct route_key_eq {
+  using is_transparent = void;
+  static std::string_view view(std::string_view s) noexcept {
+    return s;
+  }
+  static std::string_view view(const route_key& k) noexcept {
+    return k.view();
+  }
+  template <class X, class Y>
+  bool operator()(const X& x, const Y& y) const noexcept {
+    return view(x) == view(y);
+  }
+};
+
 // One aggregate id, live, stopping or about to be spawned. The registry alone spawns,
 // stops and forgets actors; clients read `actor` and `stopping` and count `via_registry`.
 // Both under the shard's mutex.
@@ -62,8 +131,6 @@ struct route {
   caf::actor actor;               // null until the registry spawned it
   std::uint32_t via_registry = 0; // counted envelopes on their way through the registry
   bool stopping = false;          // asked to stop: commands go through the registry
-  // The registry's own: commands for the successor of a stopping actor.
-  std::unique_ptr<waiting_list> waiting;
 };
 
 // The routes of live aggregates, split in shards by key to keep the clients' locks short;
@@ -78,14 +145,23 @@ struct route {
 struct router {
   struct shard {
     std::mutex mtx;
-    std::unordered_map<std::string, route> routes;
+    std::unordered_map<route_key, route, route_key_hash, route_key_eq> routes;
+
+    // The route of `key`, created if there is none (under `mtx`).
+    std::pair<const route_key, route>& get(std::string_view key) {
+      auto i = routes.find(key);
+      if (i == routes.end())
+        i = routes.emplace(std::piecewise_construct, std::forward_as_tuple(key), std::tuple<>{})
+              .first;
+      return *i;
+    }
   };
   static constexpr std::size_t shard_count = 64;
   std::array<shard, shard_count> shards;
   bool direct = true; // false with `max_live`: the registry must see every command (LRU)
 
-  shard& shard_of(const std::string& key) {
-    return shards[std::hash<std::string>{}(key) % shard_count];
+  shard& shard_of(std::string_view key) {
+    return shards[route_key_hash{}(key) % shard_count];
   }
 
   // The deadline list: one FIFO per distinct timeout (deadlines in a FIFO come in order),
@@ -224,6 +300,7 @@ void request_done(router& r, std::uint64_t token) noexcept {
 namespace {
 
 using detail::route;
+using detail::route_key;
 using detail::router;
 using detail::waiting_list;
 
@@ -231,7 +308,7 @@ using detail::waiting_list;
 // monitor and spares the registry a map from actor to key). `key` points at its route's
 // key, which the registry erases only after this message.
 struct actor_gone {
-  const std::string* key;
+  const route_key* key;
   caf::actor_addr actor;
 };
 
@@ -252,8 +329,10 @@ struct registry_state {
   std::size_t actors = 0; // actors spawned and not yet gone
   // With max_live only: the live keys (pointers to the routes' keys), most recently used
   // first, and where each one is in that list.
-  std::list<const std::string*> lru;
-  std::unordered_map<const std::string*, std::list<const std::string*>::iterator> lru_pos;
+  std::list<const route_key*> lru;
+  std::unordered_map<const route_key*, std::list<const route_key*>::iterator> lru_pos;
+  // Commands for the successor of a stopping actor, by its route's key.
+  std::unordered_map<const route_key*, waiting_list> waiting;
   bool draining = false;                                  // no new commands; stop every aggregate
   std::vector<caf::typed_response_promise<bool>> drained; // answered when none is left
 };
@@ -278,21 +357,21 @@ void finish_drain_if_done(registry_actor* self) {
 }
 
 // The registry's LRU bookkeeping (with max_live only).
-void track(registry_actor* self, const std::string& key) {
+void track(registry_actor* self, const route_key& key) {
   if (self->state.max_live == 0)
     return;
   self->state.lru.push_front(&key);
   self->state.lru_pos[&key] = self->state.lru.begin();
 }
 
-void touch(registry_actor* self, const std::string& key) {
+void touch(registry_actor* self, const route_key& key) {
   if (self->state.max_live == 0)
     return;
   if (auto i = self->state.lru_pos.find(&key); i != self->state.lru_pos.end())
     self->state.lru.splice(self->state.lru.begin(), self->state.lru, i->second);
 }
 
-void untrack(registry_actor* self, const std::string& key) {
+void untrack(registry_actor* self, const route_key& key) {
   if (self->state.max_live == 0)
     return;
   if (auto i = self->state.lru_pos.find(&key); i != self->state.lru_pos.end()) {
@@ -301,9 +380,9 @@ void untrack(registry_actor* self, const std::string& key) {
   }
 }
 
-void request_stop(registry_actor* self, const std::string& key, route& e) {
+void request_stop(registry_actor* self, const route_key& key, route& e) {
   {
-    std::lock_guard guard{self->state.routes->shard_of(key).mtx};
+    std::lock_guard guard{self->state.routes->shard_of(key.view()).mtx};
     if (e.stopping || !e.actor)
       return;
     e.stopping = true;
@@ -315,14 +394,15 @@ void request_stop(registry_actor* self, const std::string& key, route& e) {
 }
 
 // Forgets a route that has no actor and nothing on its way (under the shard's lock).
-void erase_if_unused(router::shard& sh, const std::string& key) {
+void erase_if_unused(registry_actor* self, router::shard& sh, std::string_view key) {
   auto i = sh.routes.find(key);
-  if (i != sh.routes.end() && !i->second.actor && i->second.via_registry == 0 && !i->second.waiting)
+  if (i != sh.routes.end() && !i->second.actor && i->second.via_registry == 0
+      && self->state.waiting.count(&i->first) == 0)
     sh.routes.erase(i);
 }
 
 // Spawns the actor of `e` (which has none); the caller publishes it under the shard's lock.
-caf::expected<caf::actor> spawn_for(registry_actor* self, const std::string& key,
+caf::expected<caf::actor> spawn_for(registry_actor* self, const route_key& key,
                                     const envelope& env) {
   auto spawn = self->state.shared->spawner(env.type_name);
   if (!spawn)
@@ -331,11 +411,11 @@ caf::expected<caf::actor> spawn_for(registry_actor* self, const std::string& key
   // Make room first: the least recently used actor is passivated.
   while (max > 0 && self->state.live >= max && !self->state.lru.empty()) {
     const auto* victim = self->state.lru.back();
-    auto& sh = self->state.routes->shard_of(*victim);
+    auto& sh = self->state.routes->shard_of(victim->view());
     route* r;
     {
       std::lock_guard guard{sh.mtx};
-      r = &sh.routes.at(*victim);
+      r = &sh.routes.find(victim->view())->second;
     }
     request_stop(self, *victim, *r);
   }
@@ -370,11 +450,11 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
   });
   return {
     [self](actor_gone& gone) {
-      const std::string& key = *gone.key;
+      const route_key& key = *gone.key;
       --self->state.actors;
-      auto& sh = self->state.routes->shard_of(key);
+      auto& sh = self->state.routes->shard_of(key.view());
       std::unique_lock lock{sh.mtx};
-      auto i = sh.routes.find(key);
+      auto i = sh.routes.find(key.view());
       if (i == sh.routes.end() || i->second.actor.address() != gone.actor) {
         lock.unlock();
         return finish_drain_if_done(self);
@@ -387,9 +467,13 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
       }
       e.actor = nullptr;
       e.stopping = false;
-      auto waiting = std::move(e.waiting);
+      std::optional<waiting_list> waiting;
+      if (auto w = self->state.waiting.find(&key); w != self->state.waiting.end()) {
+        waiting = std::move(w->second);
+        self->state.waiting.erase(w);
+      }
       if (!waiting || self->state.draining) {
-        erase_if_unused(sh, key);
+        erase_if_unused(self, sh, key.view());
         lock.unlock();
         if (waiting)
           for (auto& [env, rp] : *waiting)
@@ -402,7 +486,7 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
       auto actor = spawn_for(self, key, waiting->front().first);
       if (!actor) {
         lock.lock();
-        erase_if_unused(sh, key);
+        erase_if_unused(self, sh, key.view());
         lock.unlock();
         for (auto& [env, rp] : *waiting)
           rp.deliver(actor.error());
@@ -416,26 +500,22 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
         rp.delegate(e.actor, std::move(env));
     },
     [self](envelope& env) -> caf::result<reply_msg> {
-      const auto& key = key_of(env);
+      std::string_view key = key_of(env);
       auto& sh = self->state.routes->shard_of(key);
       std::unique_lock lock{sh.mtx};
-      auto i = sh.routes.find(key);
       if (self->state.draining) {
-        if (i != sh.routes.end() && env.counted)
+        if (auto i = sh.routes.find(key); i != sh.routes.end() && env.counted)
           --i->second.via_registry;
-        erase_if_unused(sh, key);
+        erase_if_unused(self, sh, key);
         return make_error(errc::unavailable, "the host is shutting down");
       }
-      if (i == sh.routes.end())
-        i = sh.routes.emplace(key, route{}).first;
+      auto* i = &sh.get(key);
       auto& e = i->second;
       if (env.counted)
         --e.via_registry;
       if (e.stopping) {
         auto rp = self->make_response_promise<reply_msg>();
-        if (!e.waiting)
-          e.waiting = std::make_unique<waiting_list>();
-        e.waiting->emplace_back(std::move(env), rp);
+        self->state.waiting[&i->first].emplace_back(std::move(env), rp);
         return rp;
       }
       if (!e.actor) {
@@ -443,7 +523,7 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
         auto actor = spawn_for(self, i->first, env);
         lock.lock();
         if (!actor) {
-          erase_if_unused(sh, i->first);
+          erase_if_unused(self, sh, i->first.view());
           return std::move(actor.error());
         }
         e.actor = std::move(*actor);
@@ -458,13 +538,13 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
     [self](detail::passivate_msg msg) {
       // The sender is alive or its `actor_gone` is still behind this message: its route and
       // key are there.
-      const auto& key = *static_cast<const std::string*>(msg.route);
+      const auto& key = *static_cast<const route_key*>(msg.route);
       auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
-      auto& sh = self->state.routes->shard_of(key);
+      auto& sh = self->state.routes->shard_of(key.view());
       route* e = nullptr;
       {
         std::lock_guard guard{sh.mtx};
-        auto i = sh.routes.find(key);
+        auto i = sh.routes.find(key.view());
         if (i != sh.routes.end() && i->second.actor.address() == sender)
           e = &i->second;
       }
@@ -477,7 +557,7 @@ caf::behavior registry_behavior(registry_actor* self, std::shared_ptr<host::shar
     [self](detail::stats_atom) { return self->state.live; },
     [self](detail::drain_atom) -> caf::result<bool> {
       self->state.draining = true;
-      std::vector<std::pair<const std::string*, route*>> all;
+      std::vector<std::pair<const route_key*, route*>> all;
       for (auto& sh : self->state.routes->shards) {
         std::lock_guard guard{sh.mtx};
         for (auto& [key, e] : sh.routes)
@@ -523,10 +603,10 @@ host::sent_command host::send_command(caf::event_based_actor* self, detail::enve
   if (!router_->direct || !registry) {
     rid = self->request(registry, caf::infinite, std::move(env)).id();
   } else {
-    const auto& key = key_of(env);
+    std::string_view key = key_of(env);
     auto& sh = router_->shard_of(key);
     std::lock_guard guard{sh.mtx};
-    auto& e = sh.routes[key];
+    auto& e = sh.get(key).second;
     if (e.actor && !e.stopping && e.via_registry == 0) {
       rid = self->request(e.actor, caf::infinite, std::move(env)).id();
     } else {
