@@ -58,8 +58,9 @@ namespace detail {
 
 using waiting_list = std::vector<std::pair<envelope, caf::typed_response_promise<reply_msg>>>;
 
-// A route's key, the persistence id `type|id`, inline up to 30 bytes (a std::string keeps
-// 15 inline, so `account|acc-000042` would need a heap block of its own in every entry).
+// A route's key, the persistence id `type|id`, inline up to 24 bytes in 32 (a std::string
+// keeps 15 inline, so `account|acc-000042` would need a heap block of its own in every
+// entry); with the route and the node's link, an entry is one 56-byte block.
 class route_key {
 public:
   explicit route_key(std::string_view s) {
@@ -86,7 +87,7 @@ public:
   }
 
 private:
-  static constexpr std::size_t inline_max = 30;
+  static constexpr std::size_t inline_max = 24;
   static constexpr std::uint8_t on_heap = 0xff;
   union {
     char buf_[inline_max];
@@ -97,6 +98,8 @@ private:
   };
   std::uint8_t size_;
 };
+
+static_assert(sizeof(route_key) == 32);
 
 // Transparent (lookups by string_view) and noexcept, which also keeps libstdc++ from
 // storing each hash in its node.

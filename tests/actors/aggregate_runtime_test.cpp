@@ -3,6 +3,7 @@
 #include <atomic>
 #include <future>
 #include <numeric>
+#include <thread>
 
 #include <caf/event_based_actor.hpp>
 
@@ -667,4 +668,47 @@ TEST_CASE("a request whose reply does not come within its timeout gets request_t
   REQUIRE(r2);
   // The timed-out deposit was still handled (the timeout only ends the wait for it).
   CHECK(r2->balance == 3);
+}
+
+TEST_CASE("commands sent straight to live aggregates across idle passivations are each "
+          "applied once, in the order each client sent them",
+          "[runtime][passivation]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>({.idle_timeout = 5ms}));
+  constexpr int accounts = 5;
+  constexpr int rounds = 20;
+  constexpr int per_round = 10;
+  for (int a = 0; a < accounts; ++a)
+    REQUIRE(h.ask<account>("acc-" + std::to_string(a), bank::open{"owner"}));
+  auto failures = std::make_shared<std::atomic<int>>(0);
+  for (int round = 0; round < rounds; ++round) {
+    // One client per round pipelines its deposits (amount = its position in the run) to
+    // every account; between rounds the aggregates sit idle long enough to passivate.
+    auto done = std::make_shared<latch>(accounts * per_round);
+    sys.spawn([&h, round, done, failures](caf::event_based_actor* self) {
+      for (int k = 0; k < per_round; ++k)
+        for (int a = 0; a < accounts; ++a)
+          h.request<account>(self, "acc-" + std::to_string(a),
+                             bank::deposit{round * per_round + k + 1},
+                             [done, failures](caf::expected<view> r) {
+                               if (!r)
+                                 ++*failures;
+                               done->count_down();
+                             },
+                             {.timeout = 30s});
+    });
+    REQUIRE(done->wait());
+    std::this_thread::sleep_for(round % 2 == 0 ? 20ms : 1ms);
+  }
+  CHECK(*failures == 0);
+  CHECK(h.metrics().passivations > 0);
+  for (int a = 0; a < accounts; ++a) {
+    auto events = stream(*journal, "account|acc-" + std::to_string(a));
+    REQUIRE(events.size() == 1 + rounds * per_round);
+    for (std::size_t i = 1; i < events.size(); ++i)
+      CHECK(events[i].payload == R"({"cents":)" + std::to_string(i) + "}");
+  }
 }
