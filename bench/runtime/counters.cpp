@@ -14,6 +14,7 @@
 #include "runtime.hpp"
 
 std::atomic<std::uint64_t> annals::bench::runtime::allocation_count{0};
+std::atomic<std::uint64_t> annals::bench::runtime::deallocation_count{0};
 
 [[gnu::noinline]] void* operator new(std::size_t n) {
   annals::bench::runtime::allocation_count.fetch_add(1, std::memory_order_relaxed);
@@ -23,10 +24,14 @@ std::atomic<std::uint64_t> annals::bench::runtime::allocation_count{0};
 }
 
 [[gnu::noinline]] void operator delete(void* p) noexcept {
+  if (p != nullptr)
+    annals::bench::runtime::deallocation_count.fetch_add(1, std::memory_order_relaxed);
   std::free(p);
 }
 
 [[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept {
+  if (p != nullptr)
+    annals::bench::runtime::deallocation_count.fetch_add(1, std::memory_order_relaxed);
   std::free(p);
 }
 

@@ -6,9 +6,10 @@
 //                 [--ids N] [--only e2e|breakdown|lag|memory|recovery|peers]
 //                 [--recovery-ids N] [--recovery-events N]
 //
-// Memory (first, on a fresh heap): RSS and malloc's bytes in use before and after
-// activating 10,000 accounts (one `get_balance` each, on a memory journal filled
-// beforehand) that then sit idle until their recovery timers have fired.
+// Memory (first, on a fresh heap): RSS, malloc's bytes in use and live heap blocks before
+// and after activating 10,000 accounts (one `get_balance` each, on a memory journal filled
+// beforehand) that then sit idle until their recovery timers have fired; then what they
+// leave behind once passivated (`host::drain`).
 // End to end: N `bank::deposit`s (default 50,000) round-robin over 1, 100 and 10,000
 // accounts, each opened first (not timed), with `--in-flight` commands outstanding from one
 // driver actor (`host::request`). Durability full. The raw case appends the same events (same

@@ -1,6 +1,7 @@
-// Memory (run first, on a fresh heap): RSS and malloc's bytes in use before and after
-// activating 10,000 accounts (one `get_balance` each, on a memory journal filled
-// beforehand) that then sit idle until their recovery timers have fired.
+// Memory (run first, on a fresh heap): RSS, malloc's bytes in use and live heap blocks
+// before and after activating 10,000 accounts (one `get_balance` each, on a memory journal
+// filled beforehand) that then sit idle until their recovery timers have fired; then what
+// they leave behind once passivated.
 
 #include <chrono>
 #include <memory>
@@ -59,6 +60,7 @@ memory_figures run_memory(caf::actor_system& sys, std::size_t in_flight) {
                                 + std::chrono::milliseconds{500});
     out.rss_before = settled_rss();
     auto heap_before = heap_in_use();
+    auto blocks_before = live_blocks();
     auto allocations_before = allocation_count.load();
     auto res = drive(sys, h, batch, batch.size(), in_flight,
                      [](std::size_t) { return bank::get_balance{}; });
@@ -72,6 +74,7 @@ memory_figures run_memory(caf::actor_system& sys, std::size_t in_flight) {
                                 + std::chrono::milliseconds{500});
     out.rss_after = settled_rss();
     auto heap_after = heap_in_use();
+    auto blocks_after = live_blocks();
     auto live = h.live_count();
     if (!live)
       die(annals::render(live.error()));
@@ -80,6 +83,15 @@ memory_figures run_memory(caf::actor_system& sys, std::size_t in_flight) {
     out.bytes_per_aggregate = static_cast<double>(out.rss_after - out.rss_before) / n;
     out.heap_bytes_per_aggregate = (heap_after - heap_before) / n;
     out.allocations_per_aggregate = static_cast<double>(allocations) / n;
+    out.live_allocations_per_aggregate = static_cast<double>(blocks_after - blocks_before) / n;
+    // Passivate every aggregate (drain stops them as idle passivation does): what stays
+    // behind is the registry's and the host's, which should be nothing per aggregate.
+    if (auto err = h.drain())
+      die("drain: " + annals::render(err));
+    await_actors(sys, baseline + 1); // the registry is left
+    out.passivated_heap_bytes_per_aggregate = (heap_in_use() - heap_before) / n;
+    out.passivated_allocations_per_aggregate =
+      static_cast<double>(live_blocks() - blocks_before) / n;
   }
   await_actors(sys, baseline);
   // The state as an application would count it: the struct plus the owner's heap buffer

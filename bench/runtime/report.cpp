@@ -112,12 +112,15 @@ void print_projection_lag(const lag_figures& lag) {
 
 void print_memory(const memory_figures& memory) {
   std::printf("memory   %zu live idle aggregates: %.0f bytes each (RSS %.1f -> %.1f MiB); "
-              "malloc in use %.0f bytes each; %.1f allocations each to activate; state %zu "
-              "bytes; framework overhead %.0f bytes\n",
+              "malloc in use %.0f bytes each; %.1f allocations each to activate, %.1f heap "
+              "blocks each held; state %zu bytes; framework overhead %.0f bytes\n"
+              "         passivated: %.0f bytes and %.2f heap blocks left behind each\n",
               memory.aggregates, memory.bytes_per_aggregate,
               static_cast<double>(memory.rss_before) / 1048576.0,
               static_cast<double>(memory.rss_after) / 1048576.0, memory.heap_bytes_per_aggregate,
-              memory.allocations_per_aggregate, memory.state_bytes, memory.overhead_bytes);
+              memory.allocations_per_aggregate, memory.live_allocations_per_aggregate,
+              memory.state_bytes, memory.overhead_bytes, memory.passivated_heap_bytes_per_aggregate,
+              memory.passivated_allocations_per_aggregate);
 }
 
 void print_summary(const config& cfg, const results& r, const run_facts& facts) {
@@ -211,6 +214,9 @@ void print_summary(const config& cfg, const results& r, const run_facts& facts) 
       {"bytes_per_aggregate", r.memory.bytes_per_aggregate},
       {"state_bytes", r.memory.state_bytes},
       {"overhead_bytes", r.memory.overhead_bytes},
+      {"live_allocations_per_aggregate", r.memory.live_allocations_per_aggregate},
+      {"passivated_heap_bytes_per_aggregate", r.memory.passivated_heap_bytes_per_aggregate},
+      {"passivated_allocations_per_aggregate", r.memory.passivated_allocations_per_aggregate},
     };
     if (r.recovery) {
       boost::json::array cases;

@@ -67,6 +67,14 @@ inline std::size_t commands_for(const config& cfg, std::size_t) {
 /// Heap allocations through operator new, in every thread and library (CAF, the runtime,
 /// the journal; not SQLite's own malloc calls).
 extern std::atomic<std::uint64_t> allocation_count;
+/// Heap blocks released through operator delete (null pointers not counted).
+extern std::atomic<std::uint64_t> deallocation_count;
+
+/// Heap blocks allocated through operator new and not yet released.
+inline std::int64_t live_blocks() {
+  return static_cast<std::int64_t>(allocation_count.load())
+         - static_cast<std::int64_t>(deallocation_count.load());
+}
 
 /// CPU seconds of this process's threads, by group: the journal's writer, its readers,
 /// CAF's timer thread, everything else (CAF's scheduler threads, detached actors, main).
@@ -145,6 +153,12 @@ struct memory_figures {
   double bytes_per_aggregate = 0;       ///< RSS growth per aggregate
   double heap_bytes_per_aggregate = 0;  ///< growth of malloc's bytes in use, per aggregate
   double allocations_per_aggregate = 0; ///< operator new calls while activating, per aggregate
+  /// Heap blocks (operator new minus operator delete) a live idle aggregate holds.
+  double live_allocations_per_aggregate = 0;
+  /// After every aggregate was passivated (`host::drain`): what each one left behind, in
+  /// malloc's bytes in use and in heap blocks, against the reading before activation.
+  double passivated_heap_bytes_per_aggregate = 0;
+  double passivated_allocations_per_aggregate = 0;
   std::size_t state_bytes = 0;
   double overhead_bytes = 0; ///< `bytes_per_aggregate - state_bytes`
 };

@@ -1,7 +1,9 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <future>
 #include <numeric>
+#include <thread>
 
 #include <caf/event_based_actor.hpp>
 
@@ -620,4 +622,93 @@ TEST_CASE("a retry whose recompute meets an event that does not decode fails wit
   CHECK(annals::is(retried.error(), ap::journal_errc::corrupt_row));
   CHECK_THAT(annals::render(retried.error()), Catch::Contains("account|x, seq 1"));
   CHECK(*h.ask<account>("x", bank::get_balance{}) == 5);
+}
+
+TEST_CASE("a request whose reply does not come within its timeout gets request_timeout, and "
+          "the next request after the aggregate recovered goes through",
+          "[runtime][timeout]") {
+  auto journal = std::make_shared<holding_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>());
+  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+  // A second host recovers the account only when its reads are released.
+  host h2{sys, journal};
+  REQUIRE_FALSE(h2.register_aggregate<account>());
+  journal->hold_reads(true);
+  std::promise<caf::expected<view>> first;
+  std::promise<caf::expected<view>> second;
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  auto started = std::chrono::steady_clock::now();
+  sys.spawn([&h2, &first, &second, answered](caf::event_based_actor* self) {
+    h2.request<account>(self, "acc", bank::deposit{1},
+                        [&first](caf::expected<view> r) { first.set_value(std::move(r)); },
+                        {.timeout = 200ms});
+    h2.request<account>(self, "acc", bank::deposit{2},
+                        [&second, answered](caf::expected<view> r) {
+                          *answered = true;
+                          second.set_value(std::move(r));
+                        },
+                        {.timeout = 30s});
+  });
+  REQUIRE(journal->wait_held());
+  auto f = first.get_future();
+  REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  CHECK(std::chrono::steady_clock::now() - started >= 200ms);
+  auto r1 = f.get();
+  REQUIRE_FALSE(r1);
+  CHECK(r1.error() == caf::sec::request_timeout);
+  // The other one, with a longer timeout, still waits for the held recovery.
+  CHECK_FALSE(answered->load());
+  journal->hold_reads(false);
+  auto s2 = second.get_future();
+  REQUIRE(s2.wait_for(30s) == std::future_status::ready);
+  auto r2 = s2.get();
+  REQUIRE(r2);
+  // The timed-out deposit was still handled (the timeout only ends the wait for it).
+  CHECK(r2->balance == 3);
+}
+
+TEST_CASE("commands sent straight to live aggregates across idle passivations are each "
+          "applied once, in the order each client sent them",
+          "[runtime][passivation]") {
+  auto journal = std::make_shared<ap::memory_journal>();
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  host h{sys, journal};
+  REQUIRE_FALSE(h.register_aggregate<account>({.idle_timeout = 5ms}));
+  constexpr int accounts = 5;
+  constexpr int rounds = 20;
+  constexpr int per_round = 10;
+  for (int a = 0; a < accounts; ++a)
+    REQUIRE(h.ask<account>("acc-" + std::to_string(a), bank::open{"owner"}));
+  auto failures = std::make_shared<std::atomic<int>>(0);
+  for (int round = 0; round < rounds; ++round) {
+    // One client per round pipelines its deposits (amount = its position in the run) to
+    // every account; between rounds the aggregates sit idle long enough to passivate.
+    auto done = std::make_shared<latch>(accounts * per_round);
+    sys.spawn([&h, round, done, failures](caf::event_based_actor* self) {
+      for (int k = 0; k < per_round; ++k)
+        for (int a = 0; a < accounts; ++a)
+          h.request<account>(self, "acc-" + std::to_string(a),
+                             bank::deposit{round * per_round + k + 1},
+                             [done, failures](caf::expected<view> r) {
+                               if (!r)
+                                 ++*failures;
+                               done->count_down();
+                             },
+                             {.timeout = 30s});
+    });
+    REQUIRE(done->wait());
+    std::this_thread::sleep_for(round % 2 == 0 ? 20ms : 1ms);
+  }
+  CHECK(*failures == 0);
+  CHECK(h.metrics().passivations > 0);
+  for (int a = 0; a < accounts; ++a) {
+    auto events = stream(*journal, "account|acc-" + std::to_string(a));
+    REQUIRE(events.size() == 1 + rounds * per_round);
+    for (std::size_t i = 1; i < events.size(); ++i)
+      CHECK(events[i].payload == R"({"cents":)" + std::to_string(i) + "}");
+  }
 }

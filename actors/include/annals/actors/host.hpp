@@ -48,6 +48,16 @@
 
 namespace annals::actors {
 
+namespace detail {
+
+/// The host's routes to live aggregate actors and its clients' request deadlines (host.cpp).
+struct router;
+
+/// Takes the request of deadline `token` off the deadline list (its reply arrived).
+void request_done(router& r, std::uint64_t token) noexcept;
+
+} // namespace detail
+
 /// How one command is sent: how long to wait for its reply, and who sends it (stored with
 /// the events it causes, for idempotency and tracing). Fill it with designated
 /// initializers, naming only what differs from the defaults:
@@ -160,9 +170,9 @@ public:
     std::shared_ptr<const std::function<A()>> factory;
     if (make)
       factory = std::make_shared<const std::function<A()>>(std::move(make));
-    spawn_fn spawn = [cctx, factory](caf::actor_system& sys, const std::string& id,
-                                     caf::actor reg) {
-      return sys.spawn(&detail::aggregate_actor<A>, cctx, id, std::move(reg), factory);
+    spawn_fn spawn = [cctx, factory](caf::actor_system& sys, const std::string& id, caf::actor reg,
+                                     const void* route) {
+      return sys.spawn(&detail::aggregate_actor<A>, cctx, id, std::move(reg), route, factory);
     };
     return add_type(std::move(type_name), &annals::detail::type_token<A>, std::move(spawn));
   }
@@ -212,9 +222,19 @@ public:
       on_reply(caf::expected<T>{std::move(env.error())});
       return;
     }
-    self->request(link_->registry, caf::duration{opts.timeout}, std::move(*env))
-      .then([on_reply](detail::reply_msg& r) mutable { on_reply(unbox<T>(r)); },
-            [on_reply](caf::error& err) mutable { on_reply(caf::expected<T>{std::move(err)}); });
+    // No CAF request timeout (one clock entry per request, kept until it expires even after
+    // the reply): the host's deadline list answers `sec::request_timeout` instead.
+    auto sent = send_command(self, std::move(*env), opts.timeout);
+    self->add_multiplexed_response_handler(
+      sent.response_id,
+      caf::behavior{[on_reply, r = router_, token = sent.token](detail::reply_msg& m) mutable {
+                      detail::request_done(*r, token);
+                      on_reply(unbox<T>(m));
+                    },
+                    [on_reply, r = router_, token = sent.token](caf::error& err) mutable {
+                      detail::request_done(*r, token);
+                      on_reply(caf::expected<T>{std::move(err)});
+                    }});
   }
 
   /// Sends `cmd` from code that is not an actor and must not block (an HTTP server's I/O
@@ -302,7 +322,10 @@ public:
                                            std::string_view what = "aggregate id");
 
 private:
-  using spawn_fn = std::function<caf::actor(caf::actor_system&, const std::string&, caf::actor)>;
+  // Spawns the actor of aggregate `id`, which passivates itself through `registry` naming
+  // `route` (see `detail::passivate_msg`).
+  using spawn_fn = std::function<caf::actor(caf::actor_system&, const std::string& id,
+                                            caf::actor registry, const void* route)>;
 
   template <class T>
   static caf::expected<T> unbox(detail::reply_msg& r) {
@@ -354,6 +377,17 @@ private:
   // The error of every call after the host's actor system stopped it.
   static caf::error gone();
 
+  struct sent_command {
+    caf::message_id response_id;
+    std::uint64_t token; // of its deadline; 0: none
+  };
+
+  // Sends `env` from `self`: straight to the aggregate's actor when it is live and nothing
+  // for it is on its way through the registry, through the registry otherwise; and puts the
+  // request on the deadline list, which answers `sec::request_timeout` after `timeout`.
+  sent_command send_command(caf::event_based_actor* self, detail::envelope env,
+                            std::chrono::milliseconds timeout);
+
   caf::error add_type(std::string name, const void* token, spawn_fn spawn);
   caf::expected<std::string> name_of(const void* token) const;
 
@@ -368,6 +402,7 @@ private:
   std::shared_ptr<detail::counters> stats_;
   std::shared_ptr<shared> shared_;
   std::shared_ptr<detail::host_link> link_; // holds the registry actor
+  std::shared_ptr<detail::router> router_;  // live aggregates' actors, request deadlines
 };
 
 } // namespace annals::actors

@@ -43,6 +43,9 @@ struct envelope {
   event_metadata metadata; ///< command id (idempotency key) and correlation id
   /// The command itself (shared: CAF messages are copyable).
   std::shared_ptr<command_base> command;
+  /// Set by the host's client path when it counted this envelope on its way through the
+  /// registry (see `host.cpp`, `route::via_registry`); the registry uncounts it.
+  bool counted = false;
 };
 
 /// The value of a successful reply; errors travel as `caf::error`.
@@ -74,10 +77,17 @@ struct snapshots_read {
 /// The aggregate's single journal timer fired (see `aggregate_core::expect_reply`).
 struct io_timeout {};
 
+/// An idle aggregate asks the registry to retire it; `route` is the token the registry
+/// gave it at spawn (its entry's key), which stays valid while the actor lives.
+struct passivate_msg {
+  const void* route;
+};
+
 using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 
 } // namespace annals::actors::detail
 
@@ -87,3 +97,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::append_done)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::events_read)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::snapshots_read)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::io_timeout)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(annals::actors::detail::passivate_msg)
