@@ -90,10 +90,6 @@ void on_commit(natsConnection*, natsSubscription*, natsMsg* raw, void* closure) 
     slot->fn(records);
 }
 
-std::string_view data_of(natsMsg* m) {
-  return {natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))};
-}
-
 } // namespace
 
 // --- opening ---------------------------------------------------------------------------

@@ -11,10 +11,6 @@ using namespace jetstream;
 
 namespace {
 
-std::string_view data_of(natsMsg* m) {
-  return {natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))};
-}
-
 /// The store shares the journal's connection and reader thread; the stream keeps the
 /// newest `keep_snapshots` messages per subject (`max_msgs_per_subject`).
 class jetstream_snapshot_store final : public snapshot_store {

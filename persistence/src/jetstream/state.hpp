@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -36,6 +37,11 @@ struct msg_deleter {
   }
 };
 using msg_ptr = std::unique_ptr<natsMsg, msg_deleter>;
+
+/// The payload of a message, without a copy.
+inline std::string_view data_of(natsMsg* m) {
+  return {natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))};
+}
 
 /// The last stored append of one persistence id, as far as this writer knows.
 struct id_head {

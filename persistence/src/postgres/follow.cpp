@@ -19,7 +19,7 @@ using namespace postgres;
 
 namespace {
 
-constexpr std::size_t page_size = 1000;
+constexpr std::size_t follow_page_size = 1000;
 
 // Delivers `batch` to every listener registered now.
 void deliver(postgres_journal::impl& st, const std::vector<event_record>& batch) {
@@ -44,7 +44,7 @@ bool catch_up(postgres_journal::impl& st, const connection& conn, std::uint64_t&
   static const std::string sql = std::string{"SELECT "} + event_columns
                                  + " FROM events WHERE global_offset > $1 ORDER BY global_offset "
                                    "LIMIT "
-                                 + std::to_string(page_size);
+                                 + std::to_string(follow_page_size);
   for (;;) {
     if (!has_listeners(st)) {
       auto res = conn.exec("SELECT coalesce(max(global_offset), 0) FROM events", {});
@@ -64,7 +64,7 @@ bool catch_up(postgres_journal::impl& st, const connection& conn, std::uint64_t&
       return true;
     head = batch.back().offset;
     deliver(st, batch);
-    if (batch.size() < page_size)
+    if (batch.size() < follow_page_size)
       return true;
   }
 }

@@ -12,7 +12,7 @@ using namespace postgres;
 
 namespace {
 
-constexpr int page_size = 10'000;
+constexpr int verify_page_size = 10'000;
 
 std::optional<event_hash> stored_hash(std::string_view text) {
   if (text.size() < 2 || text.substr(0, 2) != "\\x")
@@ -40,7 +40,7 @@ caf::expected<verify_report> postgres_journal::verify(const std::string& conninf
   static const std::string sql = std::string{"SELECT "} + event_columns
                                  + ", hash FROM events WHERE global_offset > $1 ORDER BY "
                                    "global_offset LIMIT "
-                                 + std::to_string(page_size);
+                                 + std::to_string(verify_page_size);
   verify_report report;
   event_hash chain{};
   std::uint64_t after = 0;
@@ -79,7 +79,7 @@ caf::expected<verify_report> postgres_journal::verify(const std::string& conninf
       chain = expected;
       report.head_hash = chain;
     }
-    if (report.first_break || res.rows() < page_size)
+    if (report.first_break || res.rows() < verify_page_size)
       break;
     after = report.head_offset;
   }
