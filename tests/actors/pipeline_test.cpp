@@ -150,13 +150,13 @@ sender deposit(host& h, std::string id, std::int64_t cents, std::string key = {}
   };
 }
 
-sender balance(host& h, std::string id) {
+sender balance_of(host& h, std::string id) {
   return [&h, id](caf::event_based_actor* self, auto report) {
     h.request<account>(self, id, bank::get_balance{}, std::move(report), {.timeout = 30s});
   };
 }
 
-std::shared_ptr<firing> fire(caf::actor_system& sys, std::vector<sender> sends) {
+std::shared_ptr<firing> fire_all(caf::actor_system& sys, std::vector<sender> sends) {
   auto f = std::make_shared<firing>(sends.size());
   sys.spawn([sends = std::move(sends), f](caf::event_based_actor* self) {
     for (std::size_t i = 0; i < sends.size(); ++i)
@@ -204,7 +204,7 @@ TEST_CASE("while an append is in flight the commands behind it are decided and s
   REQUIRE_FALSE(h.register_aggregate<account>());
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   journal->hold(true);
-  auto f = fire(sys, deposits(h, "acc", 100));
+  auto f = fire_all(sys, deposits(h, "acc", 100));
   // Deposit 1 is in flight; deposits 2..100 are decided on top of it and wait as one append.
   REQUIRE(journal->wait_held(1));
   REQUIRE(wait_pipelined(h, 99));
@@ -243,7 +243,7 @@ TEST_CASE("a read-only command decided behind uncommitted events is answered aft
   REQUIRE_FALSE(h.register_aggregate<account>());
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   journal->hold(true);
-  auto f = fire(sys, {deposit(h, "acc", 5), balance(h, "acc"), deposit(h, "acc", 7)});
+  auto f = fire_all(sys, {deposit(h, "acc", 5), balance_of(h, "acc"), deposit(h, "acc", 7)});
   REQUIRE(journal->wait_held(1));
   REQUIRE(wait_pipelined(h, 2));
   CHECK(f->answered() == 0);
@@ -265,7 +265,7 @@ TEST_CASE("a failed append in the middle of a pipeline fails its commands and ev
   REQUIRE_FALSE(h.register_aggregate<account>());
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   journal->hold(true);
-  auto f = fire(sys, deposits(h, "acc", 10));
+  auto f = fire_all(sys, deposits(h, "acc", 10));
   REQUIRE(journal->wait_held(1)); // deposit 1; 2..10 decided on top of it
   REQUIRE(wait_pipelined(h, 9));
   journal->release_one(); // deposit 1 commits
@@ -305,7 +305,7 @@ TEST_CASE("an append that conflicts with another writer fails the pipeline, and 
     },
     10s);
   REQUIRE(other);
-  auto f = fire(sys, deposits(h, "acc", 20));
+  auto f = fire_all(sys, deposits(h, "acc", 20));
   REQUIRE(f->wait(20));
   auto first = f->reply(0);
   REQUIRE_FALSE(first);
@@ -339,8 +339,8 @@ TEST_CASE("a retry queued behind its first attempt in a pipeline gets the first 
   REQUIRE_FALSE(h.register_aggregate<account>());
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   journal->hold(true);
-  auto f = fire(sys, {deposit(h, "acc", 10, "k-1"), deposit(h, "acc", 5),
-                      deposit(h, "acc", 10, "k-1"), deposit(h, "acc", 7)});
+  auto f = fire_all(sys, {deposit(h, "acc", 10, "k-1"), deposit(h, "acc", 5),
+                          deposit(h, "acc", 10, "k-1"), deposit(h, "acc", 7)});
   REQUIRE(journal->wait_held(1));
   journal->hold(false);
   REQUIRE(f->wait(4));
@@ -370,7 +370,7 @@ TEST_CASE("a snapshot taken while its events are in flight is saved once they ar
     REQUIRE_FALSE(h.register_aggregate<account>({.snapshot_every = 5}));
     REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
     journal->hold(true);
-    auto f = fire(sys, deposits(h, "acc", 30));
+    auto f = fire_all(sys, deposits(h, "acc", 30));
     REQUIRE(journal->wait_held(1));
     REQUIRE(wait_pipelined(h, 29));
     journal->fail_one(annals::make_error(ap::journal_errc::storage_error, "test: write failed"));
@@ -380,7 +380,7 @@ TEST_CASE("a snapshot taken while its events are in flight is saved once they ar
     // Snapshots at seq 5, 10, ... were taken on decided state; none may be stored, since
     // none of those events was.
     CHECK(newest_snapshot() == 0);
-    auto g = fire(sys, deposits(h, "acc", 30));
+    auto g = fire_all(sys, deposits(h, "acc", 30));
     REQUIRE(g->wait(30));
     for (std::size_t i = 0; i < 30; ++i)
       REQUIRE(g->reply(i));
@@ -409,7 +409,7 @@ TEST_CASE("pipeline depth 1 decides one command at a time: each command's events
   REQUIRE_FALSE(h.register_aggregate<account>({.pipeline_depth = 1}));
   REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
   journal->hold(true);
-  auto f = fire(sys, deposits(h, "acc", 20));
+  auto f = fire_all(sys, deposits(h, "acc", 20));
   for (std::size_t i = 0; i < 20; ++i) {
     REQUIRE(journal->wait_held(1));
     journal->release_one();
