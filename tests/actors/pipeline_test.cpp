@@ -192,17 +192,26 @@ std::int64_t folded_balance(ap::journal& j, const std::string& pid) {
   return sum;
 }
 
-} // namespace
+// An account `acc`, opened, on a host whose journal appends only when the test lets it.
+struct opened_account {
+  opened_account() {
+    REQUIRE_FALSE(h.register_aggregate<account>());
+    REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+  }
 
-TEST_CASE("while an append is in flight the commands behind it are decided and share the next "
-          "append; no reply goes out before its events are committed",
-          "[runtime][pipeline]") {
-  auto journal = std::make_shared<stepping_journal>();
+  std::shared_ptr<stepping_journal> journal = std::make_shared<stepping_journal>();
   system_config cfg;
   caf::actor_system sys{cfg};
   host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>());
-  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+};
+
+} // namespace
+
+TEST_CASE_METHOD(
+  opened_account,
+  "while an append is in flight the commands behind it are decided and share the next "
+  "append; no reply goes out before its events are committed",
+  "[runtime][pipeline]") {
   journal->hold(true);
   auto f = fire_all(sys, deposits(h, "acc", 100));
   // Deposit 1 is in flight; deposits 2..100 are decided on top of it and wait as one append.
@@ -233,15 +242,10 @@ TEST_CASE("while an append is in flight the commands behind it are decided and s
   CHECK(*h.ask<account>("acc", bank::get_balance{}) == 5050);
 }
 
-TEST_CASE("a read-only command decided behind uncommitted events is answered after them, "
-          "with the state they made",
-          "[runtime][pipeline]") {
-  auto journal = std::make_shared<stepping_journal>();
-  system_config cfg;
-  caf::actor_system sys{cfg};
-  host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>());
-  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+TEST_CASE_METHOD(opened_account,
+                 "a read-only command decided behind uncommitted events is answered after them, "
+                 "with the state they made",
+                 "[runtime][pipeline]") {
   journal->hold(true);
   auto f = fire_all(sys, {deposit(h, "acc", 5), balance_of(h, "acc"), deposit(h, "acc", 7)});
   REQUIRE(journal->wait_held(1));
@@ -255,15 +259,10 @@ TEST_CASE("a read-only command decided behind uncommitted events is answered aft
   CHECK(f->reply(2).value() == 12);
 }
 
-TEST_CASE("a failed append in the middle of a pipeline fails its commands and every command "
-          "decided on top of it; the aggregate goes on from the committed state",
-          "[runtime][pipeline][failure]") {
-  auto journal = std::make_shared<stepping_journal>();
-  system_config cfg;
-  caf::actor_system sys{cfg};
-  host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>());
-  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+TEST_CASE_METHOD(opened_account,
+                 "a failed append in the middle of a pipeline fails its commands and every command "
+                 "decided on top of it; the aggregate goes on from the committed state",
+                 "[runtime][pipeline][failure]") {
   journal->hold(true);
   auto f = fire_all(sys, deposits(h, "acc", 10));
   REQUIRE(journal->wait_held(1)); // deposit 1; 2..10 decided on top of it
@@ -287,15 +286,11 @@ TEST_CASE("a failed append in the middle of a pipeline fails its commands and ev
   CHECK(stream(*journal->inner, "account|acc").size() == 3);
 }
 
-TEST_CASE("an append that conflicts with another writer fails the pipeline, and the aggregate "
-          "re-reads the stream with the other writer's events",
-          "[runtime][pipeline][failure]") {
-  auto journal = std::make_shared<stepping_journal>();
-  system_config cfg;
-  caf::actor_system sys{cfg};
-  host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>());
-  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+TEST_CASE_METHOD(
+  opened_account,
+  "an append that conflicts with another writer fails the pipeline, and the aggregate "
+  "re-reads the stream with the other writer's events",
+  "[runtime][pipeline][failure]") {
   // Another writer appends a deposit of 1000 behind the aggregate's back.
   auto other = ap::wait_for<ap::append_result>(
     [&](auto cb) {
@@ -329,15 +324,11 @@ TEST_CASE("an append that conflicts with another writer fails the pipeline, and 
   CHECK(folded_balance(*journal->inner, "account|acc") == applied);
 }
 
-TEST_CASE("a retry queued behind its first attempt in a pipeline gets the first reply, and the "
-          "events are stored once",
-          "[runtime][pipeline][idempotency]") {
-  auto journal = std::make_shared<stepping_journal>();
-  system_config cfg;
-  caf::actor_system sys{cfg};
-  host h{sys, journal};
-  REQUIRE_FALSE(h.register_aggregate<account>());
-  REQUIRE(h.ask<account>("acc", bank::open{"Ada"}));
+TEST_CASE_METHOD(
+  opened_account,
+  "a retry queued behind its first attempt in a pipeline gets the first reply, and the "
+  "events are stored once",
+  "[runtime][pipeline][idempotency]") {
   journal->hold(true);
   auto f = fire_all(sys, {deposit(h, "acc", 10, "k-1"), deposit(h, "acc", 5),
                           deposit(h, "acc", 10, "k-1"), deposit(h, "acc", 7)});
