@@ -89,12 +89,13 @@ public:
 private:
   static constexpr std::size_t inline_max = 24;
   static constexpr std::uint8_t on_heap = 0xff;
+  struct heap_key {
+    char* data;
+    std::size_t size;
+  };
   union {
     char buf_[inline_max];
-    struct {
-      char* data;
-      std::size_t size;
-    } heap_;
+    heap_key heap_;
   };
   std::uint8_t size_;
 };
